@@ -1,0 +1,48 @@
+"""keras-vit: the Vision Transformer for Keras 3 on TensorFlow.
+
+    import keras_vit
+    model = keras_vit.ViT_B16(num_classes=10, image_size=224)
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from keras_vit.configs import SIZES, VARIANTS  # noqa: E402
+from keras_vit.layers import (  # noqa: E402
+    AddPositionEmbs,
+    ClassToken,
+    MlpBlock,
+    MultiHeadSelfAttention,
+    PatchEncoder,
+    TransformerBlock,
+)
+from keras_vit.models import FACTORIES, ViT, build_variant  # noqa: E402
+from keras_vit.posemb import (  # noqa: E402
+    POSEMB_INTERPOLATIONS,
+    interpolation_matrix,
+    resize_position_embedding,
+)
+from keras_vit.preprocessing import load_image, preprocess_input  # noqa: E402
+
+globals().update(FACTORIES)
+
+__version__ = "0.1.0"
+__all__ = [
+    "AddPositionEmbs",
+    "ClassToken",
+    "MlpBlock",
+    "MultiHeadSelfAttention",
+    "PatchEncoder",
+    "POSEMB_INTERPOLATIONS",
+    "SIZES",
+    "TransformerBlock",
+    "VARIANTS",
+    "ViT",
+    "build_variant",
+    "interpolation_matrix",
+    "load_image",
+    "preprocess_input",
+    "resize_position_embedding",
+    *FACTORIES,
+]
