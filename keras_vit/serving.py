@@ -1,0 +1,220 @@
+"""TF Serving SavedModels: signatures, warm-up requests, version folders.
+
+A served model lives in ``<base>/<model_name>/<version>/`` (TF Serving's
+layout). Its SavedModel has two signatures:
+
+- ``serving_default``: ``images`` float32 ``(batch, height, width,
+  channels)`` with values in [0, 255] (uint8 pixels sent as numbers);
+- ``serve_bytes``: ``image_bytes`` string ``(batch,)`` of encoded JPEG/PNG
+  images (REST: ``{"b64": "..."}``), decoded and resized inside.
+
+Both return ``logits`` and ``probabilities`` ``(batch, classes)``,
+``top_k_ids`` (int32) and ``top_k_probabilities`` ``(batch, k)``, and
+``top_k_labels`` (string) when labels are given. Preprocessing
+(``x / 127.5 - 1``) is inside the graph.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def next_version(model_dir):
+    """The next free TF Serving version number under ``model_dir``.
+
+    Args:
+        model_dir: str or path. ``<base>/<model_name>``; may not exist yet.
+
+    Returns:
+        int. One more than the largest all-digit folder name, or 1.
+    """
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def classify_fn(model):
+    """A function from pixels to class scores around a classification ``ViT``.
+
+    Args:
+        model: a built float32 ``keras_vit.ViT`` with a linear head.
+
+    Returns:
+        A function taking float32 images ``(batch, height, width, channels)``
+        in [0, 255] and returning ``{"logits", "probabilities"}``, each
+        ``(batch, classes)``.
+    """
+
+    def classify(images):
+        logits = model(images / 127.5 - 1.0, training=False)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    return classify
+
+
+def _check_grid(images, stride):
+    """In-graph check that height and width are positive multiples of ``stride``."""
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    checks = []
+    for size, step, axis in ((height, stride[0], "height"), (width, stride[1], "width")):
+        checks.append(
+            tf.debugging.Assert(
+                tf.logical_and(size > 0, size % step == 0),
+                [
+                    f"Image {axis} must be a positive multiple of the patch "
+                    f"size {step}; got images of shape",
+                    tf.shape(images),
+                ],
+            )
+        )
+    return checks
+
+
+def _decode(data, image_size, channels):
+    """Decodes one JPEG/PNG string to float32 ``(height, width, channels)``."""
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
+    is_png = tf.equal(tf.strings.substr(data, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
+    check = tf.debugging.Assert(
+        tf.logical_or(is_jpeg, is_png),
+        [
+            "serve_bytes expects encoded JPEG or PNG images; got bytes starting with",
+            tf.strings.substr(data, 0, 8),
+        ],
+    )
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+class ServingFunctions:
+    """The signatures of a served classification ``ViT``.
+
+    Args:
+        model: a built float32 ``keras_vit.ViT`` with a linear head.
+        labels: optional list of str, one per class.
+        top_k: int. Number of top classes returned.
+        image_size: optional (int, int). Size ``serve_bytes`` resizes to;
+            the model's ``image_size`` by default (set it for a
+            ``dynamic_resolution`` model served at another size).
+    """
+
+    def __init__(self, model, labels=None, top_k=5, image_size=None):
+        if labels is not None and len(labels) != model.num_classes:
+            raise ValueError(
+                f"Got {len(labels)} labels for a model with {model.num_classes} "
+                "classes; pass one label per class."
+            )
+        self.model = model
+        self.labels = None if labels is None else [str(label) for label in labels]
+        self.top_k = max(1, min(int(top_k), model.num_classes))
+        self.classify = classify_fn(model)
+        self.image_size = tuple(image_size or model.image_size)
+        spatial = (None, None) if model.dynamic_resolution else model.image_size
+        self.images_spec = tf.TensorSpec(
+            (None, *spatial, model.channels), tf.float32, name="images"
+        )
+        self.bytes_spec = tf.TensorSpec((None,), tf.string, name="image_bytes")
+
+    def serving_default(self, images):
+        """``images`` float32 ``(batch, height, width, channels)`` in [0, 255]."""
+        checks = _check_grid(images, self.model.stride) if self.model.dynamic_resolution else []
+        with tf.control_dependencies(checks):
+            outputs = self.classify(tf.identity(images))
+        top = tf.math.top_k(outputs["probabilities"], k=self.top_k)
+        outputs["top_k_ids"] = top.indices
+        outputs["top_k_probabilities"] = top.values
+        if self.labels is not None:
+            outputs["top_k_labels"] = tf.gather(tf.constant(self.labels), top.indices)
+        return outputs
+
+    def serve_bytes(self, image_bytes):
+        """``image_bytes`` string ``(batch,)``: encoded JPEG or PNG images.
+
+        Each image is decoded (converted to the model's channels), resized to
+        the export size with antialiased bilinear interpolation (as
+        ``keras_vit.load_image``) and classified like ``serving_default``.
+        """
+        image_size = self.image_size
+        channels = self.model.channels
+        images = tf.map_fn(
+            lambda data: _decode(data, image_size, channels),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec((*image_size, channels), tf.float32),
+        )
+        return self.serving_default(images)
+
+    def archive(self):
+        """A ``keras.export.ExportArchive`` with both signatures."""
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        archive.add_endpoint(
+            "serving_default", self.serving_default, input_signature=[self.images_spec]
+        )
+        archive.add_endpoint(
+            "serve_bytes", self.serve_bytes, input_signature=[self.bytes_spec]
+        )
+        return archive
+
+
+def write_saved_model(
+    model, path, labels=None, top_k=5, image_size=None, model_name="vit", warmup_images=None
+):
+    """Writes the TF Serving SavedModel of ``model`` to ``path``.
+
+    Args:
+        model: a built float32 ``keras_vit.ViT`` with a linear head.
+        path: str. Target folder (created; normally a temporary folder that
+            the caller renames into ``<base>/<model_name>/<version>``).
+        labels: optional list of str, one per class.
+        top_k: int. Classes in the top-k outputs.
+        image_size: optional (int, int). Size ``serve_bytes`` resizes to.
+        model_name: str. Model name in the warm-up requests.
+        warmup_images: optional uint8/float array ``(n, height, width,
+            channels)`` in [0, 255] at the export size; written as warm-up
+            requests for both signatures.
+    """
+    ServingFunctions(model, labels, top_k, image_size).archive().write_out(path, verbose=False)
+    if warmup_images is not None:
+        write_warmup_requests(
+            os.path.join(path, WARMUP_FILE), warmup_images, model_name
+        )
+
+
+def write_warmup_requests(path, images, model_name):
+    """Writes TF Serving warm-up ``PredictionLog`` records for both signatures.
+
+    Args:
+        path: str. Usually ``<version>/assets.extra/tf_serving_warmup_requests``.
+        images: array ``(n, height, width, channels)`` in [0, 255].
+        model_name: str. ``model_spec.name`` of the requests.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    images = np.asarray(images)
+    encoded = [tf.io.encode_png(np.round(image).astype("uint8")).numpy() for image in images]
+    requests = {
+        "serving_default": ("images", tf.make_tensor_proto(images.astype("float32"))),
+        "serve_bytes": ("image_bytes", tf.make_tensor_proto(encoded, dtype=tf.string)),
+    }
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, (key, tensor) in requests.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature),
+                inputs={key: tensor},
+            )
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
