@@ -418,21 +418,44 @@ def build_variant(
     num_classes=None,
     classes=None,
     classifier_activation=None,
+    semantics="auto",
+    posemb_interpolation="auto",
     model_class=ViT,
     **overrides,
 ):
     """Builds a variant of the table with ``keras.applications`` arguments.
 
+    With ``weights``, the checkpoint supplies the defaults of every argument
+    not given: ``image_size`` (its training resolution), ``num_classes``,
+    ``representation_size``, ``classifier``, ``layer_norm_epsilon`` (1e-12
+    for Hugging Face), ``semantics`` and ``posemb_interpolation``. Explicit
+    arguments win: another ``image_size`` resizes the position embeddings,
+    another ``num_classes`` leaves a new head initialised (with a warning),
+    ``representation_size=None`` drops a checkpoint's ``pre_logits``.
+
     Args:
         variant: str. A key of ``keras_vit.configs.VARIANTS``.
-        weights: None, or a path to a ``.weights.h5`` / ``.keras`` file.
+        weights: None; a ``.weights.h5`` / ``.keras`` file; an official
+            ``.npz``, timm or Hugging Face ``.safetensors`` file or folder;
+            a name of ``keras_vit.weights.REGISTRY`` (downloaded once); or
+            a URL.
         include_top: bool. Keep the classification head.
         input_shape: optional ``(height, width, channels)``.
-        image_size: optional int or (int, int); default 224.
+        image_size: optional int or (int, int); default 224 (or the
+            checkpoint's resolution).
         num_classes: int. Number of classes (alias ``classes``); 1000 by
-            default.
+            default (or the checkpoint's).
         classes: int. ``keras.applications`` spelling of ``num_classes``.
         classifier_activation: activation of the head; None gives logits.
+        semantics: str. ``"official"`` (tanh GELU; official hybrid
+            numerics), ``"timm"`` (exact GELU; timm's hybrid numerics) or
+            ``"auto"``: ``"official"`` for ``.npz`` checkpoints, ``"timm"``
+            for timm / Hugging Face checkpoints and without weights.
+        posemb_interpolation: str. ``"official"``, ``"bilinear"``,
+            ``"bicubic"``, ``"bicubic_hf"`` or ``"auto"``: ``"official"``
+            for ``.npz`` and without weights, ``"bicubic"`` for timm,
+            ``"bicubic_hf"`` for Hugging Face. Used to resize the position
+            embeddings on load and, with ``dynamic_resolution``, in the graph.
         **overrides: any other ``ViT`` argument (``classifier``,
             ``representation_size``, ``dropout_rate``, ...), overriding the
             variant table.
@@ -458,19 +481,39 @@ def build_variant(
             )
         image_size = tuple(input_shape[:2])
         overrides.setdefault("channels", input_shape[2])
+    source, defaults = None, {}
+    if weights is not None:
+        from keras_vit.weights import prepare_weights
+
+        source, defaults = prepare_weights(weights, variant, config["num_heads"])
+    if overrides.get("classifier") == "unpooled":
+        defaults.pop("representation_size", None)
+    for key in ("representation_size", "classifier", "layer_norm_epsilon"):
+        if key in defaults:
+            overrides.setdefault(key, defaults[key])
     config.update(overrides)
+    if image_size is None:
+        image_size = defaults.get("image_size") or 224
+    if num_classes is None:
+        num_classes = defaults.get("num_classes") or 1000
     model = model_class(
-        image_size=224 if image_size is None else image_size,
-        num_classes=1000 if num_classes is None else num_classes,
+        image_size=image_size,
+        num_classes=num_classes,
         include_top=include_top,
         classifier_activation=classifier_activation,
+        semantics=defaults.get("semantics", "timm") if semantics == "auto" else semantics,
+        posemb_interpolation=(
+            defaults.get("posemb_interpolation", "official")
+            if posemb_interpolation == "auto"
+            else posemb_interpolation
+        ),
         name=configs.factory_name(variant).lower(),
         **config,
     )
-    if weights is not None:
+    if source is not None:
         from keras_vit.weights import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, source)
     return model
 
 
