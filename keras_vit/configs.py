@@ -74,7 +74,10 @@ def factory_name(variant):
 
 
 def resnet_stride(resnet_layers):
-    """Total stride of a BiT ResNet stem: 4 for the root alone, doubled by every stage after the first.
+    """Total stride of a BiT ResNet stem.
+
+    4 for the root alone (conv /2, max-pool /2); every stage after the
+    first halves the feature map again.
 
     Args:
         resnet_layers: tuple of int. Units per stage (``()`` for the root).
@@ -102,7 +105,7 @@ def _resnet_parameters(resnet_layers, width, channels):
         for unit in range(depth):
             count += in_channels * mid + 9 * mid * mid + mid * out  # conv1..3
             count += 2 * (mid + mid + out)  # gn1..3
-            if unit == 0:
+            if unit == 0:  # channels change (stage 1) or strided (later)
                 count += in_channels * out + 2 * out  # conv_proj, gn_proj
             in_channels = out
     return count
