@@ -1,0 +1,187 @@
+"""Inspection: rollout, attention distance, position-embedding similarity,
+embedding filters, and the ``keras-vit inspect`` command."""
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import inspection
+from keras_vit.cli import main
+
+TINY = dict(image_size=32, patch_size=8, hidden_size=24, num_layers=2, num_heads=2, mlp_dim=48)
+
+
+def png_size(path):
+    """(width, height) from a PNG header; fails for anything else."""
+    data = open(path, "rb").read(24)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def uniform_attention(model):
+    """Zero query and key projections: every softmax row becomes 1 / tokens."""
+    for block in model.blocks:
+        for name in ("query", "key"):
+            for suffix in ("kernel", "bias"):
+                variable = getattr(block.attention, f"{name}_{suffix}")
+                variable.assign(np.zeros(variable.shape, "float32"))
+    return model
+
+
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_rollout_of_uniform_attention_is_uniform(classifier):
+    model = uniform_attention(keras_vit.ViT(**TINY, num_classes=3, classifier=classifier))
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    attentions, grid = inspection.model_attentions(model, images)
+    tokens = model.num_prefix_tokens + 16
+    assert grid == (4, 4)
+    np.testing.assert_allclose(attentions[0], 1.0 / tokens, rtol=1e-5)
+    maps = inspection.attention_rollout(attentions, grid, model.num_prefix_tokens)
+    assert maps.shape == (2, 4, 4)
+    # Each layer is (J / T + I) / 2, so L layers give I / 2^L + (1 - 2^-L) J / T:
+    # the class row holds (1 - 2^-L) / T per patch; the mean row of gap 1 / T.
+    layers = model.num_layers
+    expected = (1 - 2.0**-layers) / tokens if classifier == "token" else 1.0 / tokens
+    np.testing.assert_allclose(maps, expected, rtol=1e-5)
+
+
+def test_rollout_follows_the_class_token_to_one_patch():
+    grid = (2, 3)
+    attention = np.full((1, 2, 7, 7), 1.0 / 7)
+    attention[:, :, 0] = 0.0
+    attention[:, :, 0, 1 + 4] = 1.0  # the class token reads patch row 1, column 1
+    maps = inspection.attention_rollout([attention], grid, num_prefix_tokens=1)
+    expected = np.zeros((1, 2, 3))
+    expected[0, 1, 1] = 0.5  # (row + identity) / 2
+    np.testing.assert_allclose(maps, expected, atol=1e-12)
+
+
+def test_mean_attention_distance_matches_hand_computed_values():
+    grid, stride = (2, 2), (8, 16)
+    attention = np.zeros((1, 4, 5, 5))
+    attention[0, 0, :, 0] = 0.5  # half on the class token (dropped) ...
+    attention[0, 0, :, 1:] = 0.125  # ... half spread over the four patches
+    for query in range(4):
+        row, col = divmod(query, 2)
+        attention[0, 1, 1 + query, 1 + query] = 1.0  # itself
+        attention[0, 2, 1 + query, 1 + row * 2 + (1 - col)] = 1.0  # horizontal neighbour
+        attention[0, 3, 1 + query, 1 + (1 - row) * 2 + col] = 1.0  # vertical neighbour
+    attention[0, 1:, 0, 0] = 1.0
+    distance = inspection.mean_attention_distance([attention, attention], grid, stride, 1)
+    # Uniform over the 2x2 grid: every query sees 0, 16 (across), 8 (down) and hypot(8, 16).
+    uniform = (0 + 16 + 8 + math.hypot(8, 16)) / 4
+    np.testing.assert_allclose(distance, [[[uniform, 0.0, 16.0, 8.0]] * 2], rtol=1e-12)
+
+
+def test_position_embedding_similarity_of_row_and_column_codes():
+    rows, cols = 3, 4
+    codes = [np.concatenate([np.eye(rows)[i], np.eye(cols)[j]]) for i in range(rows) for j in range(cols)]
+    posemb = np.concatenate([np.full((1, rows + cols), 5.0), codes])[None]
+    similarity = inspection.position_embedding_similarity(posemb, (rows, cols), 1)
+    i, j, k, m = np.meshgrid(*map(np.arange, (rows, cols, rows, cols)), indexing="ij")
+    expected = ((i == k).astype(float) + (j == m)) / 2.0
+    np.testing.assert_allclose(similarity, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="tokens = 1 \\+ 3x4 = 13"):
+        inspection.position_embedding_similarity(posemb[:, 1:], (rows, cols), 1)
+
+
+def test_embedding_filter_components_recover_the_patterns():
+    rng = np.random.default_rng(0)
+    vertical = np.zeros((4, 4, 3))
+    vertical[:, :2, 0] = 1.0
+    horizontal = np.zeros((4, 4, 3))
+    horizontal[:2, :, 2] = 1.0
+    coefficients = rng.normal(size=(2, 64)) * np.array([[3.0], [1.0]])
+    kernel = np.einsum("hwc,f->hwcf", vertical, coefficients[0]) + np.einsum(
+        "hwc,f->hwcf", horizontal, coefficients[1]
+    )
+    components, explained = inspection.embedding_filter_components(kernel, 5)
+    assert components.shape == (2, 4, 4, 3)  # rank 2: only two components
+    np.testing.assert_allclose(explained.sum(), 1.0, atol=1e-9)
+    basis = np.stack([vertical.ravel(), horizontal.ravel()], axis=1)
+    residual = components.reshape(2, -1).T - basis @ np.linalg.lstsq(basis, components.reshape(2, -1).T, rcond=None)[0]
+    np.testing.assert_allclose(residual, 0.0, atol=1e-9)
+
+
+def test_figures_have_the_documented_pixel_sizes(tmp_path):
+    image = np.zeros((16, 24, 1), "float32")
+    written = {
+        "rollout": inspection.save_rollout_overlay(image, np.ones((2, 3)), tmp_path / "r.png"),
+        "attention_distance": inspection.save_attention_distance_plot(np.ones((3, 2)), tmp_path / "d.png"),
+        "position_similarity": inspection.save_position_similarity_plot(
+            np.ones((2, 3, 2, 3)), tmp_path / "p.png"
+        ),
+        "embedding_filters": inspection.save_embedding_filters_plot(
+            np.ones((5, 4, 4, 1)), tmp_path / "f.png"
+        ),
+    }
+    expected = {
+        "rollout": (768, 288),
+        "attention_distance": (800, 600),
+        "position_similarity": (800, 800),
+        "embedding_filters": (800, 520),
+    }
+    for kind, path in written.items():
+        assert png_size(path) == expected[kind], kind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "f.png", "p.png", "r.png"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    keras_vit.ViT(**TINY, num_classes=3, classifier="gap", name="tiny").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("images")
+    Image.fromarray(data.chelsea()).save(folder / "cat.png")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_inspect_command_writes_all_figures(tiny_model_file, image_folder, tmp_path):
+    output = tmp_path / "out"
+    assert main(["inspect", "--model", str(tiny_model_file), str(image_folder),
+                 str(image_folder / "cat.png"), "--output", str(output)]) == 0
+    assert png_size(output / "rollout" / "cat.png") == (768, 288)
+    assert png_size(output / "rollout" / "cat_2.png") == (768, 288)
+    assert png_size(output / "rollout" / "astronaut.png") == (768, 288)
+    assert png_size(output / "attention_distance.png") == (800, 600)
+    assert png_size(output / "position_embedding_similarity.png") == (800, 800)
+    assert png_size(output / "embedding_filters.png") == (800, 520)
+    for png in output.rglob("*.png"):
+        assert png.stat().st_size > 1000
+
+
+def test_inspect_command_rejects_bad_input(tiny_model_file, tmp_path, capsys):
+    assert main(["inspect", "--model", "ViT_Z99", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "Unknown model 'ViT_Z99'" in capsys.readouterr().err
+    assert main(["inspect", "--model", str(tiny_model_file), str(tmp_path / "missing.png"),
+                 "--output", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_hybrid_filters_come_from_the_resnet_root():
+    pytest.importorskip("keras_vit.resnet")
+    model = keras_vit.ViT(
+        image_size=32, patch_size=1, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=16,
+        num_classes=2, resnet_layers=(), resnet_width=32,
+    )
+    kernel, description = inspection.embedding_filters_of(model)
+    assert kernel.shape == (7, 7, 3, 32) and "ResNet" in description
+    # Weight standardisation: every filter has zero mean and unit variance.
+    np.testing.assert_allclose(kernel.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(kernel.std(axis=(0, 1, 2)), 1.0, rtol=1e-3)
+    images = np.zeros((1, 32, 32, 3), "float32")
+    attentions, grid = inspection.model_attentions(model, images)
+    assert model.stride == (4, 4) and grid == (8, 8)
+    assert attentions[0].shape == (1, 2, 65, 65)
