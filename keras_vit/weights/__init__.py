@@ -97,12 +97,8 @@ def prepare_weights(weights, variant=None, num_heads=None):
     if isinstance(weights, Checkpoint):
         checkpoint = weights
     else:
+        _check_registry_variant(weights, variant)  # before any download
         path, entry = resolve_weights(weights)
-        if entry is not None and variant is not None and entry.variant != variant:
-            raise ValueError(
-                f"Weights {weights!r} are for ViT-{entry.variant}, not ViT-{variant}; "
-                f"use keras_vit.{_factory(entry.variant)}(weights={weights!r})."
-            )
         if path.endswith(KERAS_SUFFIXES):
             return path, {}
         checkpoint = read_checkpoint(path)
@@ -113,10 +109,16 @@ def prepare_weights(weights, variant=None, num_heads=None):
     return checkpoint, defaults
 
 
-def _factory(variant):
+def _check_registry_variant(weights, variant):
+    entry = REGISTRY.get(os.fspath(weights))
+    if entry is None or variant is None or entry.variant == variant:
+        return
     from keras_vit.configs import factory_name
 
-    return factory_name(variant)
+    raise ValueError(
+        f"Weights {weights!r} are for ViT-{entry.variant}, not ViT-{variant}; "
+        f"use keras_vit.{factory_name(entry.variant)}(weights={weights!r})."
+    )
 
 
 def load_weights(model, weights, posemb_interpolation=None):
