@@ -183,6 +183,11 @@ def model_from_checkpoint(weights, num_heads=None, **overrides):
         weights = read_checkpoint(path)
     config = checkpoint_config(weights, num_heads)
     config.update(overrides)
+    if config["image_size"] is None:
+        raise ValueError(
+            f"The position embedding of {weights.path} is not a square grid; "
+            "pass image_size=(height, width) of the model it was trained with."
+        )
     if config.get("num_classes") is None:
         config["num_classes"] = 1000 if config.get("include_top") else None
     model = ViT(**config)

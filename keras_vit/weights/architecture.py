@@ -67,7 +67,8 @@ def checkpoint_config(checkpoint, num_heads=None):
         num_heads: int or None. Heads, when the checkpoint cannot tell.
 
     Returns:
-        dict of ``ViT`` arguments: ``image_size``, ``patch_size``,
+        dict of ``ViT`` arguments: ``image_size`` (None when a non-square
+        grid leaves it unknown), ``patch_size``,
         ``hidden_size``, ``num_layers``, ``num_heads``, ``mlp_dim``,
         ``num_classes``, ``include_top``, ``classifier``,
         ``representation_size``, ``channels``, ``layer_norm_epsilon``,
@@ -141,5 +142,8 @@ def _image_size(posemb, config, stride, checkpoint):
     if input_size:
         return tuple(int(s) for s in input_size[-2:])
     prefix = 1 if config["classifier"] == "token" and checkpoint.posemb_prefix != 0 else 0
-    rows, cols = infer_grid_shape(posemb.shape[1] - prefix)
+    try:
+        rows, cols = infer_grid_shape(posemb.shape[1] - prefix)
+    except ValueError:
+        return None  # a non-square grid: the caller must give image_size
     return (rows * stride[0], cols * stride[1])
