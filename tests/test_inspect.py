@@ -185,3 +185,36 @@ def test_hybrid_filters_come_from_the_resnet_root():
     attentions, grid = inspection.model_attentions(model, images)
     assert model.stride == (4, 4) and grid == (8, 8)
     assert attentions[0].shape == (1, 2, 65, 65)
+
+
+def test_attention_and_rollout_match_transformers(fixtures_dir):
+    """Attention of the Hugging Face fixture against transformers' own
+    ``output_attentions`` (eager), and rollout against the usual recipe
+    ``0.5 * A + 0.5 * I`` multiplied in torch."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from keras_vit.weights import load_weights
+
+    case = fixtures_dir / "hf_vit"
+    inputs = np.load(case / "reference.npz")["inputs"]
+    model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=48, num_layers=2,
+                          num_heads=4, mlp_dim=192, num_classes=10, layer_norm_epsilon=1e-12)
+    load_weights(model, case / "model.safetensors")
+    attentions, grid = inspection.model_attentions(model, inputs)
+    reference = transformers.ViTForImageClassification.from_pretrained(
+        case, attn_implementation="eager"
+    ).eval()
+    with torch.no_grad():
+        expected = reference(
+            pixel_values=torch.from_numpy(inputs).permute(0, 3, 1, 2), output_attentions=True
+        ).attentions
+    for ours, theirs in zip(attentions, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-6)
+    joint = torch.eye(17, dtype=torch.float64)
+    for layer in expected:
+        joint = (0.5 * layer.double().mean(1) + 0.5 * torch.eye(17, dtype=torch.float64)) @ joint
+    np.testing.assert_allclose(
+        inspection.attention_rollout(attentions, grid, 1),
+        joint[:, 0, 1:].reshape(4, 4, 4).numpy(),
+        atol=1e-6,
+    )
