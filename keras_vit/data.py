@@ -1,12 +1,40 @@
-"""Input data for keras-vit: the built-in default data set.
+"""Input data for keras-vit: sources and ``tf.data`` pipelines.
 
-The built-in default is scikit-learn's digits (1,797 real 8x8 grayscale
-scans of handwritten digits, shipped inside the package: no download).
+Sources (``open_source``) yield unbatched ``(image uint8 (height, width,
+channels), label int64 ())`` pairs:
+
+- ``"digits[:SPLIT]"``: scikit-learn's digits (1,797 real 8x8 grayscale scans of
+  handwritten digits shipped inside the package: no download);
+- ``"tfds:NAME[:SPLIT]"``: a TensorFlow Datasets data set, read from
+  ``data_dir``; never downloads unless ``download=True``;
+- a directory with one subfolder of images per class (sorted names);
+- TFRecord files (a file, a glob or a directory of ``*.tfrecord``) of
+  ``tf.train.Example`` with ``image`` (encoded bytes) and ``label`` (int64).
+
+Pipelines (``train_pipeline``, ``eval_pipeline``) turn a source into batches
+``(images float32 (batch, size, size, channels) in [-1, 1], one-hot labels
+(batch, classes))`` with the ViT paper's augmentation.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
+
+from keras_vit.preprocessing import preprocess_input
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+#: Augmentation settings of a training pipeline and their defaults.
+AUGMENT_DEFAULTS = {
+    "inception_crop": True,  # random crop of a random area fraction and aspect ratio
+    "min_area": 0.05,  # smallest crop area fraction
+    "flip": True,  # random horizontal flip
+    "translate": 0,  # random translation by up to N pixels (zero padding), instead of the crop
+    "randaugment": None,  # None or {"num_ops": 2, "factor": 0.5}
+    "mixup": 0.0,  # MixUp alpha; 0 disables
+    "cutmix": 0.0,  # CutMix factor; 0 disables
+}
 
 
 def load_digits(test_fraction=0.2, seed=0):
@@ -33,3 +61,219 @@ def load_digits(test_fraction=0.2, seed=0):
         stratify=digits.target,
     )
     return (x_train, y_train), (x_test, y_test)
+
+
+class Source:
+    """An unbatched data set of ``(image uint8 (h, w, c), label int64 ())``.
+
+    Attributes:
+        dataset: ``tf.data.Dataset`` of decoded examples.
+        num_classes: int. Number of classes.
+        num_examples: int or None. Number of examples when known.
+        class_names: list of str or None.
+    """
+
+    def __init__(self, dataset, num_classes, num_examples=None, class_names=None):
+        self.dataset = dataset
+        self.num_classes = int(num_classes)
+        self.num_examples = num_examples
+        self.class_names = class_names
+
+
+def open_source(spec, split="train", data_dir=None, download=False, channels=3):
+    """Opens a data source by its spec string (see the module docstring).
+
+    Args:
+        spec: str. ``"digits"``, ``"tfds:NAME[:SPLIT]"``, a class-folder
+            directory, or TFRecord file(s).
+        split: str. ``"train"`` or ``"test"`` for digits; the default tfds
+            split when the spec names none; ignored by folders and TFRecords.
+        data_dir: str or None. tfds data directory.
+        download: bool. Let tfds download and prepare a missing data set.
+        channels: int. Channels to decode images to (1 or 3).
+
+    Returns:
+        ``Source``.
+
+    Raises:
+        FileNotFoundError: if a folder, file or prepared tfds data set is missing.
+        ValueError: for an unknown spec or split.
+    """
+    spec = str(spec)
+    kind, _, spec_split = spec.partition(":")
+    if kind == "digits":
+        return _digits_source(spec_split or split)
+    raise ValueError(
+        f"Unknown data source {spec!r}: expected 'digits', 'tfds:NAME[:SPLIT]', "
+        "a directory of class subfolders or TFRecord files."
+    )
+
+
+def _digits_source(split):
+    if split not in ("train", "test"):
+        raise ValueError(f"Digits split must be 'train' or 'test', got {split!r}.")
+    (x_train, y_train), (x_test, y_test) = load_digits()
+    images, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    return Source(dataset, 10, len(labels), [str(i) for i in range(10)])
+
+
+def _options(deterministic):
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return options
+
+
+def _to_model_input(images, labels, num_classes):
+    """uint8/float [0, 255] batches -> ([-1, 1] float32, one-hot float32)."""
+    return preprocess_input(images), tf.one_hot(labels, num_classes)
+
+
+def _random_translate(image, pixels, seed):
+    """Pads by ``pixels`` (zeros) and crops back at a random offset."""
+    height, width = image.shape[0], image.shape[1]
+    padded = tf.pad(image, [[pixels, pixels], [pixels, pixels], [0, 0]])
+    return tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)[:height, :width]
+
+
+def _inception_crop(image, size, min_area, seed):
+    """Random area fraction in [min_area, 1] and aspect ratio in [3/4, 4/3], resized."""
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=seed,
+        area_range=(min_area, 1.0),
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, crop_size)
+    return tf.image.resize(crop, size, antialias=True)
+
+
+def _augment_example(image, label, seed, size, augment):
+    """Per-example augmentation; returns a float32 image in [0, 255]."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if augment["inception_crop"]:
+        image = _inception_crop(image, size, augment["min_area"], seeds[0])
+    else:
+        image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+    if augment["translate"]:
+        image = _random_translate(image, int(augment["translate"]), seeds[1])
+    if augment["flip"]:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[2])
+    return tf.clip_by_value(image, 0.0, 255.0), label
+
+
+def _batch_augmenters(augment, seed):
+    """Keras layers applied per batch: RandAugment on [0, 255]; MixUp/CutMix on [-1, 1]."""
+    import keras
+
+    before, after = [], []
+    if augment["randaugment"]:
+        before.append(keras.layers.RandAugment(**augment["randaugment"], seed=seed))
+    if augment["mixup"]:
+        after.append(keras.layers.MixUp(alpha=augment["mixup"], seed=seed))
+    if augment["cutmix"]:
+        after.append(keras.layers.CutMix(factor=augment["cutmix"], seed=seed))
+    return before, after
+
+
+def train_pipeline(
+    source,
+    image_size,
+    batch_size,
+    augment=None,
+    seed=0,
+    cache=False,
+    shuffle_buffer=10_000,
+    deterministic=False,
+    repeat=False,
+):
+    """Shuffled, augmented, batched training data.
+
+    Args:
+        source: ``Source``.
+        image_size: int or (int, int). Output height and width.
+        batch_size: int. Batch size (global; the strategy splits it).
+        augment: dict or None. Overrides of ``AUGMENT_DEFAULTS``.
+        seed: int. Seed of shuffling and augmentation.
+        cache: bool. Cache decoded examples in memory.
+        shuffle_buffer: int. Shuffle buffer size.
+        deterministic: bool. Fixed element order despite parallel maps.
+        repeat: bool. Repeat forever (for step-based training).
+
+    Returns:
+        ``tf.data.Dataset`` of ``(images (batch, h, w, c) float32 in [-1, 1],
+        labels (batch, classes) float32)``; incomplete last batches dropped.
+
+    Raises:
+        ValueError: for an unknown augmentation key.
+    """
+    settings = _augment_settings(augment)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    dataset = source.dataset
+    if cache:
+        dataset = dataset.cache()
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    # One independent stateless seed per example, so parallel maps stay reproducible.
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda example, s: _augment_example(*example, s, size, settings),
+        num_parallel_calls=AUTOTUNE,
+    )
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    before, after = _batch_augmenters(settings, seed)
+    num_classes = source.num_classes
+
+    def batch_transform(images, labels):
+        for layer in before:
+            images = layer(images)
+        images, labels = _to_model_input(images, labels, num_classes)
+        for layer in after:
+            mixed = layer({"images": images, "labels": labels})
+            images, labels = mixed["images"], mixed["labels"]
+        return images, labels
+
+    dataset = dataset.map(batch_transform, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic))
+
+
+def eval_pipeline(source, image_size, batch_size, cache=False):
+    """Resized, batched evaluation data in a fixed order.
+
+    Args:
+        source: ``Source``.
+        image_size: int or (int, int). Output height and width.
+        batch_size: int. Batch size; the last batch may be smaller.
+        cache: bool. Cache the resized examples in memory.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(images (batch, h, w, c) float32 in [-1, 1],
+        labels (batch, classes) float32)``.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    dataset = source.dataset.map(
+        lambda image, label: (tf.image.resize(tf.cast(image, tf.float32), size, antialias=True), label),
+        num_parallel_calls=AUTOTUNE,
+    )
+    if cache:
+        dataset = dataset.cache()
+    num_classes = source.num_classes
+    dataset = dataset.batch(batch_size).map(
+        lambda images, labels: _to_model_input(images, labels, num_classes),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return dataset.prefetch(AUTOTUNE).with_options(_options(True))
+
+
+def _augment_settings(augment):
+    settings = dict(AUGMENT_DEFAULTS)
+    for key, value in (augment or {}).items():
+        if key not in AUGMENT_DEFAULTS:
+            raise ValueError(
+                f"Unknown augmentation {key!r}; expected one of {sorted(AUGMENT_DEFAULTS)}."
+            )
+        settings[key] = value
+    return settings

@@ -1,0 +1,31 @@
+"""`keras-vit quickstart`: trains on the built-in digits and writes its run files."""
+
+import json
+
+import keras
+import numpy as np
+
+from keras_vit import cli
+from keras_vit.data import load_digits
+
+
+def test_quickstart_writes_model_and_metrics(tmp_path, capsys):
+    output = tmp_path / "quickstart"
+    code = cli.main(
+        ["quickstart", "--output", str(output), "--epochs", "1", "--set", "jit_compile=false"]
+    )
+    assert code == 0
+    assert "Test accuracy:" in capsys.readouterr().out
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "train_seconds", "epochs", "steps", "num_parameters"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 1
+    assert metrics["steps"] == 1437 // 32  # one epoch of the 80% train split, batch 32
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+    model = keras.saving.load_model(output / "model.keras")  # safe mode
+    (_, _), (x_test, y_test) = load_digits()
+    logits = model.predict(x_test.astype("float32") / 127.5 - 1.0, verbose=0)
+    accuracy = float(np.mean(logits.argmax(-1) == y_test))
+    assert abs(accuracy - metrics["test_accuracy"]) < 1e-6
