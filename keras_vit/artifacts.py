@@ -119,17 +119,18 @@ def _load_keras(path):
 def _load_saved_model(path):
     import tensorflow as tf
 
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    spec = signature.structured_input_signature[1]["images"]
     info = _export_info(path)
-    image_size = spec.shape[1:3]
-    if None in image_size:
-        image_size = info["image_size"]
+    if not info:
+        raise ValueError(
+            f"{path} has no {EXPORT_INFO}: only SavedModels written by "
+            "keras_vit.export_model can be run (it tells the input size)."
+        )
+    signature = tf.saved_model.load(path).signatures["serving_default"]
 
     def run(images):
         return signature(images=tf.constant(images))["logits"].numpy()
 
-    return Artifact(path, "saved_model", run, image_size, spec.shape[3], info.get("labels"))
+    return Artifact(path, "saved_model", run, info["image_size"], info["channels"], info["labels"])
 
 
 def _load_tflite(path):

@@ -252,8 +252,8 @@ def export_model(
         ``ExportResult``.
 
     Raises:
-        ValueError: for unknown formats/quantizations or bad arguments.
-        FileExistsError: if ``version`` already exists.
+        ValueError: for unknown formats/quantizations, an existing
+            ``version`` or other bad arguments.
         ExportParityError: if an artifact differs beyond ``TOLERANCES``; no
             version folder is written then.
     """
@@ -315,7 +315,10 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    relocate = {name: os.path.join(final, os.path.relpath(p, staging)) for name, p in artifacts.items()}
+    relocate = {
+        name: os.path.normpath(os.path.join(final, os.path.relpath(path, staging)))
+        for name, path in artifacts.items()
+    }
     for row in rows:
         row.path = relocate[row.artifact]
     return ExportResult(final, version, relocate, rows)
@@ -325,8 +328,8 @@ def next_free_version(model_dir, version=None):
     """``version`` if it is free under ``model_dir``, else the next number.
 
     Raises:
-        FileExistsError: if the given ``version`` exists (never overwritten).
-        ValueError: if ``version`` is not a positive int.
+        ValueError: if ``version`` exists (never overwritten) or is not a
+            positive int.
     """
     from keras_vit.serving import next_version
 
@@ -335,7 +338,7 @@ def next_free_version(model_dir, version=None):
     if int(version) < 1:
         raise ValueError(f"version must be a positive int, got {version!r}.")
     if os.path.exists(os.path.join(model_dir, str(int(version)))):
-        raise FileExistsError(
+        raise ValueError(
             f"Version {version} already exists in {model_dir}; exports never "
             "overwrite a version. Omit the version to take the next free one."
         )

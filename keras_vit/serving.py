@@ -62,22 +62,37 @@ def classify_fn(model):
     return classify
 
 
-def _check_grid(images, stride):
-    """In-graph check that height and width are positive multiples of ``stride``."""
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    checks = []
-    for size, step, axis in ((height, stride[0], "height"), (width, stride[1], "width")):
-        checks.append(
-            tf.debugging.Assert(
-                tf.logical_and(size > 0, size % step == 0),
-                [
-                    f"Image {axis} must be a positive multiple of the patch "
-                    f"size {step}; got images of shape",
-                    tf.shape(images),
-                ],
-            )
-        )
-    return checks
+def checked_images(images, model):
+    """``images`` after in-graph checks of rank, channels and size.
+
+    The signature accepts any shape (a TensorSpec shape would be trusted by
+    the graph optimiser, and a wrong rank then crashes the oneDNN
+    convolution instead of raising), so the checks here raise
+    ``InvalidArgumentError`` with a message before the model runs.
+
+    Args:
+        images: float32 tensor of unknown shape.
+        model: the served ``ViT`` (``image_size``, ``channels``, ``stride``,
+            ``dynamic_resolution``).
+
+    Returns:
+        ``images`` with static shape ``(batch, height, width, channels)``.
+    """
+    height, width = (None, None) if model.dynamic_resolution else model.image_size
+    expected = f"(batch, {height or 'height'}, {width or 'width'}, {model.channels})"
+    # Padded so that indexing works whatever the rank; the rank is checked too.
+    shape = tf.concat([tf.shape(images), tf.zeros([4], tf.int32)], axis=0)
+    ok = tf.equal(tf.rank(images), 4) & tf.equal(shape[3], model.channels)
+    if model.dynamic_resolution:
+        for axis, step in ((1, model.stride[0]), (2, model.stride[1])):
+            ok = ok & (shape[axis] > 0) & tf.equal(shape[axis] % step, 0)
+        expected += f" with height and width positive multiples of the patch size {model.stride}"
+    else:
+        ok = ok & tf.equal(shape[1], height) & tf.equal(shape[2], width)
+    message = f"serving_default expects images of shape {expected}; got shape"
+    check = tf.debugging.Assert(ok, [message, tf.shape(images)], summarize=8)
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(tf.identity(images), (None, height, width, model.channels))
 
 
 def _decode(data, image_size, channels):
@@ -120,17 +135,16 @@ class ServingFunctions:
         self.top_k = max(1, min(int(top_k), model.num_classes))
         self.classify = classify_fn(model)
         self.image_size = tuple(image_size or model.image_size)
-        spatial = (None, None) if model.dynamic_resolution else model.image_size
-        self.images_spec = tf.TensorSpec(
-            (None, *spatial, model.channels), tf.float32, name="images"
-        )
+        self.images_spec = tf.TensorSpec(None, tf.float32, name="images")
         self.bytes_spec = tf.TensorSpec((None,), tf.string, name="image_bytes")
 
     def serving_default(self, images):
-        """``images`` float32 ``(batch, height, width, channels)`` in [0, 255]."""
-        checks = _check_grid(images, self.model.stride) if self.model.dynamic_resolution else []
-        with tf.control_dependencies(checks):
-            outputs = self.classify(tf.identity(images))
+        """``images`` float32 ``(batch, height, width, channels)`` in [0, 255].
+
+        The export size (any multiple of the patch size for
+        ``dynamic_resolution``); other shapes raise ``InvalidArgumentError``.
+        """
+        outputs = self.classify(checked_images(images, self.model))
         top = tf.math.top_k(outputs["probabilities"], k=self.top_k)
         outputs["top_k_ids"] = top.indices
         outputs["top_k_probabilities"] = top.values

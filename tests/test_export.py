@@ -1,0 +1,195 @@
+"""Export of the vit_token fixture: SavedModel signatures, TFLite, ONNX, errors.
+
+One export (SavedModel + TFLite float32/float16 + ONNX) is shared by the
+module; every artifact is run with its own runtime (TensorFlow, LiteRT,
+onnxruntime) against the Keras model.
+"""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit.export import export_model
+from keras_vit.weights import load_weights
+
+LABELS = [f"class_{i}" for i in range(10)]
+
+
+def fixture_model(fixtures_dir, **overrides):
+    """The vit_token fixture (32x32, patch 8, 10 classes) with its official weights."""
+    config = dict(
+        image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4,
+        mlp_dim=192, num_classes=10, name="vit_token",
+    )
+    model = keras_vit.ViT(**{**config, **overrides})
+    return load_weights(model, fixtures_dir / "vit_token" / "official.npz")
+
+
+@pytest.fixture(scope="module")
+def pixels(fixtures_dir):
+    """The fixture's 4 reference images in [0, 255], float32 (4, 32, 32, 3)."""
+    inputs = np.load(fixtures_dir / "vit_token" / "reference.npz")["inputs"]
+    return ((inputs + 1.0) * 127.5).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def exported(fixtures_dir, pixels, tmp_path_factory):
+    model = fixture_model(fixtures_dir)
+    result = export_model(
+        model,
+        tmp_path_factory.mktemp("exports"),
+        ["saved_model", "tflite", "onnx"],
+        quantize=["float16"],
+        labels=LABELS,
+        top_k=3,
+        verbose=False,
+    )
+    keras_logits = model(keras_vit.preprocess_input(pixels)).numpy()
+    return result, keras_logits
+
+
+@pytest.fixture(scope="module")
+def signatures(exported):
+    return tf.saved_model.load(exported[0].path).signatures
+
+
+def test_layout_is_tf_serving_versioned(exported, tmp_path):
+    result, _ = exported
+    assert result.version == 1
+    assert result.path.endswith("vit_token/1")
+    info = json.load(open(f"{result.path}/export_info.json"))
+    assert info["image_size"] == [32, 32] and info["labels"] == LABELS
+    assert {row["artifact"] for row in info["parity"]} == {"saved_model", "tflite", "tflite_float16", "onnx"}
+    assert all(row.ok for row in result.parity)
+
+
+def test_saved_model_matches_keras(exported, signatures, pixels):
+    _, keras_logits = exported
+    out = signatures["serving_default"](images=tf.constant(pixels))
+    assert np.max(np.abs(out["logits"].numpy() - keras_logits)) <= 1e-5
+    probabilities = out["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-6)
+    top = np.argsort(-keras_logits, axis=-1)[:, :3]
+    np.testing.assert_array_equal(out["top_k_ids"].numpy(), top)
+    labels = out["top_k_labels"].numpy().astype(str)
+    np.testing.assert_array_equal(labels, np.asarray(LABELS)[top])
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    shown = subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+         "--all", "--dir", exported[0].path],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for text in ("signature_def['serving_default']", "signature_def['serve_bytes']",
+                 "inputs['images']", "inputs['image_bytes']", "outputs['top_k_labels']"):
+        assert text in shown.stdout
+    assert "DT_BFLOAT16" not in shown.stdout and "DT_HALF" not in shown.stdout
+
+
+def test_serve_bytes_png_equals_serving_default(signatures, pixels):
+    images = np.round(pixels).astype("uint8")
+    encoded = [tf.io.encode_png(image).numpy() for image in images]
+    from_bytes = signatures["serve_bytes"](image_bytes=tf.constant(encoded))
+    from_pixels = signatures["serving_default"](images=tf.constant(images.astype("float32")))
+    np.testing.assert_allclose(from_bytes["logits"], from_pixels["logits"], atol=1e-5, rtol=0)
+
+
+def test_serve_bytes_resizes_jpeg(signatures):
+    from skimage import data
+
+    photo = tf.io.encode_jpeg(data.chelsea()).numpy()  # 300x451, resized inside
+    out = signatures["serve_bytes"](image_bytes=tf.constant([photo, photo]))
+    assert out["logits"].shape == (2, 10)
+    np.testing.assert_array_equal(out["logits"][0], out["logits"][1])
+
+
+def test_warmup_requests_parse_and_run(exported, signatures):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = f"{exported[0].path}/assets.extra/tf_serving_warmup_requests"
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    assert [r.predict_log.request.model_spec.signature_name for r in records] == [
+        "serving_default", "serve_bytes",
+    ]
+    for record in records:
+        request = record.predict_log.request
+        assert request.model_spec.name == "vit_token"
+        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        out = signatures[request.model_spec.signature_name](**inputs)
+        assert out["logits"].shape[-1] == 10
+
+
+def _run_tflite(path, images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    return np.concatenate([runner(images=image[None])["logits"] for image in images])
+
+
+@pytest.mark.parametrize("artifact, tolerance", [("tflite", 1e-4), ("tflite_float16", 1e-2)])
+def test_tflite_matches_keras(exported, pixels, artifact, tolerance):
+    result, keras_logits = exported
+    logits = _run_tflite(result.artifacts[artifact], pixels)
+    assert np.max(np.abs(logits - keras_logits)) <= tolerance
+
+
+def test_onnx_runs_in_onnxruntime_and_matches_keras(exported, pixels):
+    import onnx
+    import onnxruntime
+
+    result, keras_logits = exported
+    proto = onnx.load(result.artifacts["onnx"])
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 18
+    assert not any(node.op_type == "Erfc" for node in proto.graph.node)
+    session = onnxruntime.InferenceSession(result.artifacts["onnx"], providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    logits = session.run(None, {session.get_inputs()[0].name: pixels})[names.index("logits")]
+    assert np.max(np.abs(logits - keras_logits)) <= 1e-4
+
+
+def test_bad_inputs_give_clear_errors(signatures):
+    expected = r"expects images of shape \(batch, 32, 32, 3\); got shape"
+    for shape in [(32, 32, 3), (1, 48, 48, 3), (1, 32, 32, 1)]:  # rank, size, channels
+        with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+            signatures["serving_default"](images=tf.zeros(shape))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expects encoded JPEG or PNG"):
+        signatures["serve_bytes"](image_bytes=tf.constant([b"definitely not an image"]))
+
+
+def test_mixed_precision_model_exports_float32(fixtures_dir, pixels, tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = fixture_model(fixtures_dir)
+    keras.config.set_dtype_policy("float32")
+    assert model.compute_dtype == "bfloat16"
+    result = export_model(model, tmp_path, ["saved_model"], verbose=False)
+    signature = tf.saved_model.load(result.path).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["images"].dtype == tf.float32
+    assert signature.structured_outputs["logits"].dtype == tf.float32
+    reference = fixture_model(fixtures_dir)(keras_vit.preprocess_input(pixels)).numpy()
+    logits = signature(images=tf.constant(pixels))["logits"]
+    assert logits.dtype == tf.float32
+    assert np.max(np.abs(logits.numpy() - reference)) <= 1e-5
+
+
+def test_export_rejects_bad_arguments(fixtures_dir, exported, tmp_path):
+    model = fixture_model(fixtures_dir)
+    with pytest.raises(ValueError, match="Unknown format"):
+        export_model(model, tmp_path, ["torchscript"], verbose=False)
+    with pytest.raises(ValueError, match="needs the 'tflite' format"):
+        export_model(model, tmp_path, ["onnx"], quantize=["int8"], verbose=False)
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        export_model(model, tmp_path, ["saved_model"], image_size=36, verbose=False)
+    with pytest.raises(ValueError, match="labels"):
+        export_model(model, tmp_path, ["saved_model"], labels=["a", "b"], verbose=False)
+    base = exported[0].path.rsplit("/", 2)[0]
+    with pytest.raises(ValueError, match="never overwrite"):
+        export_model(model, base, ["saved_model"], version=1, verbose=False)
