@@ -24,6 +24,7 @@ from keras_vit.posemb import (  # noqa: E402
     resize_position_embedding,
 )
 from keras_vit.preprocessing import load_image, preprocess_input  # noqa: E402
+from keras_vit.weights import load_weights, model_from_checkpoint  # noqa: E402
 
 globals().update(FACTORIES)
 
@@ -42,6 +43,8 @@ __all__ = [
     "build_variant",
     "interpolation_matrix",
     "load_image",
+    "load_weights",
+    "model_from_checkpoint",
     "preprocess_input",
     "resize_position_embedding",
     *FACTORIES,
