@@ -342,7 +342,9 @@ def load_fewshot_data(
     """Batched train and test data for few-shot evaluation, in [-1, 1].
 
     Args:
-        spec: str. ``"digits"`` (scikit-learn's digits, built in); a
+        spec: str. ``"digits"`` (scikit-learn's digits, built in, with
+            the train/test split of ``keras_vit.data.load_digits()`` that
+            training uses, so the test images are held out); a
             prepared TensorFlow Datasets folder (the version folder holding
             ``dataset_info.json``, or a folder with exactly one below it;
             never downloads); or an image folder: ``train/`` and ``test/``
@@ -353,8 +355,8 @@ def load_fewshot_data(
         batch_size: int.
         train_split, test_split: str. tfds split names.
         test_fraction: float. Held-out share of each class of a folder
-            without a train/test layout.
-        seed: int. Seed of that split.
+            without a train/test layout (not used for digits).
+        seed: int. Seed of that folder split.
 
     Returns:
         ``(train, test, class_names)``: two ``tf.data.Dataset`` of
@@ -379,7 +381,7 @@ def load_fewshot_data(
     if spec == "digits":
         from keras_vit.data import load_digits
 
-        splits = load_digits(test_fraction=test_fraction, seed=seed)
+        splits = load_digits()
         datasets = [
             tf.data.Dataset.from_tensor_slices(split).map(
                 lambda image, label: (_fit_image(image, size, channels), label)

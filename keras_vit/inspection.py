@@ -382,7 +382,7 @@ def _upsample(grid, size):
     return np.clip(rows @ grid @ cols.T, 0.0, 1.0)
 
 
-def save_attention_distance_plot(distances, path, title=None):
+def save_attention_distance_plot(distances, path, title=None, uniform_distance=None):
     """Scatter of mean attention distance per head against depth (Figure 7 right).
 
     Args:
@@ -391,6 +391,9 @@ def save_attention_distance_plot(distances, path, title=None):
         path: output ``.png``; ``FIGURE_SIZES_PX["attention_distance"]``
             pixels.
         title: optional title (e.g. the model name).
+        uniform_distance: optional float. Distance of a head that attends
+            uniformly to all patches (``patch_distances(...).mean()``),
+            drawn as a dashed reference line.
 
     Returns:
         The path written.
@@ -407,12 +410,15 @@ def save_attention_distance_plot(distances, path, title=None):
             np.arange(layers), distances[:, head], s=18, color=colours[head],
             label=f"head {head}" if heads <= 16 else None,
         )
+    if uniform_distance is not None:
+        axes.axhline(uniform_distance, color="grey", linestyle="--", linewidth=1,
+                     label="uniform attention")
     axes.set_xlabel("network depth (layer)")
     axes.set_ylabel("mean attention distance (pixels)")
     axes.set_xticks(np.arange(layers))
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
-    if heads <= 16:
+    if heads <= 16 or uniform_distance is not None:
         axes.legend(fontsize=7, ncol=2, loc="lower right")
     axes.set_title(title or "mean attention distance per head", fontsize=10)
     figure.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.92)

@@ -48,6 +48,18 @@ def test_rollout_of_uniform_attention_is_uniform(classifier):
     np.testing.assert_allclose(maps, expected, rtol=1e-5)
 
 
+def test_dynamic_resolution_model_is_inspected_on_its_input_grid():
+    model = keras_vit.ViT(**TINY, num_classes=3, dynamic_resolution=True)
+    images = np.zeros((1, 48, 32, 3), "float32")
+    attentions, grid = inspection.model_attentions(model, images)
+    assert grid == (6, 4) and attentions[1].shape == (1, 2, 25, 25)
+    assert inspection.attention_rollout(attentions, grid, 1).shape == (1, 6, 4)
+    distance = inspection.mean_attention_distance(attentions, grid, model.stride, 1)
+    assert distance.shape == (1, 2, 2) and np.all(distance > 0)
+    with pytest.raises(ValueError, match="not a multiple of the model's total stride 8x8"):
+        inspection.model_attentions(model, np.zeros((1, 36, 32, 3), "float32"))
+
+
 def test_rollout_follows_the_class_token_to_one_patch():
     grid = (2, 3)
     attention = np.full((1, 2, 7, 7), 1.0 / 7)
@@ -168,6 +180,9 @@ def test_inspect_command_rejects_bad_input(tiny_model_file, tmp_path, capsys):
     assert main(["inspect", "--model", str(tiny_model_file), str(tmp_path / "missing.png"),
                  "--output", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["inspect", "--model", str(tiny_model_file), "--image-size", "64",
+                 str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "dynamic_resolution" in capsys.readouterr().err
 
 
 def test_hybrid_filters_come_from_the_resnet_root():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from keras_vit.commands.inspect import add_model_arguments, load_model, write_json
+from keras_vit.commands.inspect import add_model_arguments, input_size, load_model, write_json
 
 NAME = "fewshot"
 HELP = "Few-shot linear evaluation (closed-form least squares) of frozen features."
@@ -60,7 +60,7 @@ def run(args):
 
     model = load_model(args.model, args.weights, args.num_classes, args.image_size)
     train, test, class_names = fewshot.load_fewshot_data(
-        args.data, model.image_size, model.channels, args.batch_size,
+        args.data, input_size(model, args.image_size), model.channels, args.batch_size,
         args.train_split, args.test_split, args.test_fraction,
     )
     train_x, train_y = fewshot.extract_features(model, train, description="train batch")

@@ -30,8 +30,8 @@ def add_model_arguments(parser):
     )
     parser.add_argument(
         "--image-size", type=int, default=None,
-        help="Input size for a factory/variant (default 224); position "
-        "embeddings are resized on load.",
+        help="Input size for a factory/variant (default 224; position "
+        "embeddings are resized on load) or a dynamic_resolution .keras model.",
     )
 
 
@@ -60,16 +60,17 @@ def load_model(spec, weights=None, num_classes=None, image_size=None):
 
     spec = str(spec)
     if spec.endswith(".keras"):
-        if num_classes is not None or image_size is not None:
-            raise ValueError(
-                "--num-classes and --image-size apply to a factory or variant; "
-                f"the .keras file {spec} fixes them."
-            )
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"Model file not found: {spec}")
         model = keras.saving.load_model(spec, safe_mode=True)
         if not isinstance(model, keras_vit.ViT):
             raise ValueError(f"{spec} holds a {type(model).__name__}, not a keras_vit.ViT.")
+        if num_classes is not None or (image_size is not None and not model.dynamic_resolution):
+            raise ValueError(
+                "--num-classes and --image-size apply to a factory or variant "
+                f"(--image-size also to a dynamic_resolution model); the .keras "
+                f"file {spec} fixes them."
+            )
         if weights is not None:
             from keras_vit.weights import load_weights
 
@@ -85,6 +86,14 @@ def load_model(spec, weights=None, num_classes=None, image_size=None):
         f"Unknown model {spec!r}: expected a .keras file, a factory "
         f"({', '.join(keras_vit.FACTORIES)}) or a variant ({', '.join(VARIANTS)})."
     )
+
+
+def input_size(model, image_size=None):
+    """``(height, width)`` to feed: ``image_size`` for a ``dynamic_resolution``
+    model when given, else the model's own size."""
+    if image_size is not None and model.dynamic_resolution:
+        return (int(image_size), int(image_size))
+    return tuple(model.image_size)
 
 
 def add_arguments(parser):
@@ -138,13 +147,14 @@ def run(args):
     model = load_model(args.model, args.weights, args.num_classes, args.image_size)
     paths = image_paths(args.images)
     names = _unique_names(paths)
+    size = input_size(model, args.image_size)
     os.makedirs(os.path.join(args.output, "rollout"), exist_ok=True)
     distances = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for start in range(0, len(paths), args.batch_size):
         batch = paths[start : start + args.batch_size]
         images = preprocess_input(
-            np.stack([load_image(p, model.image_size, model.channels) for p in batch])
+            np.stack([load_image(p, size, model.channels) for p in batch])
         )
         attentions, grid = inspection.model_attentions(model, images)
         maps = inspection.attention_rollout(attentions, grid, model.num_prefix_tokens)
@@ -157,13 +167,18 @@ def run(args):
             )
         progress.add(len(batch))
     mean_distance = np.concatenate(distances).mean(axis=0)
+    uniform = float(inspection.patch_distances(grid, model.stride).mean())
     inspection.save_attention_distance_plot(
         mean_distance,
         os.path.join(args.output, "attention_distance.png"),
-        f"{model.name}: mean attention distance over {len(paths)} image(s)",
+        f"{model.name}: mean attention distance, {len(paths)} image(s) of "
+        f"{size[0]}x{size[1]} pixels",
+        uniform,
     )
     write_json(os.path.join(args.output, "attention_distance.json"), {
         "pixels_per_layer_and_head": mean_distance.round(4).tolist(),
+        "uniform_attention_pixels": round(uniform, 4),
+        "image_size": list(size),
         "images": len(paths),
     })
     posemb, grid, prefix = inspection.position_embedding_of(model)
