@@ -96,11 +96,10 @@ def _official_rules():
     return tuple(rules)
 
 
-def _torch_rules(prefix, attention, blocks, norm, head, stem):
+def _torch_rules(attention, blocks, norm, head, stem):
     """Rules shared by the PyTorch formats (timm and Hugging Face).
 
     Args:
-        prefix: str. Prefix of the backbone tensor names (``""`` or ``"vit."``).
         attention: tuple of rules for one block's attention.
         blocks: dict of block-level names: ``norm1``, ``norm2``, ``fc1``,
             ``fc2`` (templates with ``{i}``).
@@ -109,23 +108,23 @@ def _torch_rules(prefix, attention, blocks, norm, head, stem):
         stem: dict ``{"cls", "pos", "patch"}`` names.
     """
     rules = [
-        Rule("embedding/kernel", f"{prefix}{stem['patch']}.weight", "conv"),
-        Rule("embedding/bias", f"{prefix}{stem['patch']}.bias"),
-        Rule("cls/cls", f"{prefix}{stem['cls']}"),
-        Rule("posembed_input/pos_embedding", f"{prefix}{stem['pos']}"),
-        Rule("encoder_norm/gamma", f"{prefix}{norm}.weight"),
-        Rule("encoder_norm/beta", f"{prefix}{norm}.bias"),
+        Rule("embedding/kernel", f"{stem['patch']}.weight", "conv"),
+        Rule("embedding/bias", f"{stem['patch']}.bias"),
+        Rule("cls/cls", stem["cls"]),
+        Rule("posembed_input/pos_embedding", stem["pos"]),
+        Rule("encoder_norm/gamma", f"{norm}.weight"),
+        Rule("encoder_norm/beta", f"{norm}.bias"),
         *attention,
     ]
     for keras, key in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
         rules += [
-            Rule(f"encoderblock_{{i}}/{keras}/gamma", f"{prefix}{blocks[key]}.weight"),
-            Rule(f"encoderblock_{{i}}/{keras}/beta", f"{prefix}{blocks[key]}.bias"),
+            Rule(f"encoderblock_{{i}}/{keras}/gamma", f"{blocks[key]}.weight"),
+            Rule(f"encoderblock_{{i}}/{keras}/beta", f"{blocks[key]}.bias"),
         ]
     for keras, key in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
         rules += [
-            Rule(f"{_MLP}/{keras}/kernel", f"{prefix}{blocks[key]}.weight", "linear"),
-            Rule(f"{_MLP}/{keras}/bias", f"{prefix}{blocks[key]}.bias"),
+            Rule(f"{_MLP}/{keras}/kernel", f"{blocks[key]}.weight", "linear"),
+            Rule(f"{_MLP}/{keras}/bias", f"{blocks[key]}.bias"),
         ]
     for keras, name in (("head", head["head"]), ("pre_logits", head["pre_logits"])):
         rules += [
@@ -149,7 +148,6 @@ def _timm_rules():
         Rule(f"{_ATTN}/out_bias", "blocks.{i}.attn.proj.bias"),
     ]
     rules = _torch_rules(
-        prefix="",
         attention=attention,
         blocks=dict(
             norm1="blocks.{i}.norm1",
@@ -197,8 +195,7 @@ def _hf_rules():
     ]
     return tuple(
         _torch_rules(
-            prefix="",
-            attention=attention,
+                attention=attention,
             blocks=dict(
                 norm1=f"{layer}.layernorm_before",
                 norm2=f"{layer}.layernorm_after",
