@@ -16,19 +16,15 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit.export import export_model
-from keras_vit.weights import load_weights
+from keras_vit.weights import model_from_checkpoint
 
 LABELS = [f"class_{i}" for i in range(10)]
 
 
-def fixture_model(fixtures_dir, **overrides):
-    """The vit_token fixture (32x32, patch 8, 10 classes) with its official weights."""
-    config = dict(
-        image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4,
-        mlp_dim=192, num_classes=10, name="vit_token",
-    )
-    model = keras_vit.ViT(**{**config, **overrides})
-    return load_weights(model, fixtures_dir / "vit_token" / "official.npz")
+def fixture_model(fixtures_dir):
+    """The vit_token fixture (32x32, patch 8, 10 classes, timm numerics)."""
+    checkpoint = fixtures_dir / "vit_token" / "official.npz"
+    return model_from_checkpoint(checkpoint, semantics="timm", name="vit_token")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,63 @@
+"""Position-embedding resize baked into the export, against timm/scipy references.
+
+The vit_token fixture (trained grid 4x4) is exported at 48x48 (static: the
+embedding resized once) and with ``dynamic_resolution`` (resized in the
+graph); both must give the reference logits of the independent
+implementations: ``A`` bilinear (timm on .npz), ``B`` antialiased bicubic
+(timm), ``C`` the official ``scipy.ndimage.zoom``.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vit.export import export_model
+from keras_vit.weights import model_from_checkpoint
+
+METHODS = {"official": "C", "bilinear": "A", "bicubic": "B"}
+
+
+@pytest.fixture(scope="module")
+def reference(fixtures_dir):
+    return np.load(fixtures_dir / "vit_token" / "reference.npz")
+
+
+def pixels(reference, size):
+    return tf.constant((reference[f"inputs_{size}"] + 1.0) * 127.5, tf.float32)
+
+
+@pytest.fixture(scope="module")
+def model(fixtures_dir):
+    checkpoint = fixtures_dir / "vit_token" / "official.npz"
+    return model_from_checkpoint(checkpoint, semantics="timm")
+
+
+def serving_default(result):
+    return tf.saved_model.load(result.path).signatures["serving_default"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_static_export_at_48_matches_reference(model, reference, method, tmp_path):
+    result = export_model(
+        model, tmp_path, ["saved_model"], image_size=48,
+        posemb_interpolation=method, verbose=False,
+    )
+    logits = serving_default(result)(images=pixels(reference, "48x48"))["logits"]
+    expected = reference[f"logits_48x48_{METHODS[method]}"]
+    assert np.max(np.abs(logits.numpy() - expected)) <= 1e-5
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_dynamic_resolution_matches_reference_at_48x48_and_32x48(model, reference, method, tmp_path):
+    result = export_model(
+        model, tmp_path, ["saved_model"], posemb_interpolation=method,
+        dynamic_resolution=True, verbose=False,
+    )
+    signature = serving_default(result)
+    for size in ("48x48", "32x48"):
+        logits = signature(images=pixels(reference, size))["logits"]
+        expected = reference[f"logits_{size}_{METHODS[method]}"]
+        assert np.max(np.abs(logits.numpy() - expected)) <= 1e-5, size
+    if method == "official":
+        with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of the patch size"):
+            signature(images=tf.zeros((1, 36, 48, 3)))
