@@ -1,13 +1,12 @@
 """Hybrid ViTs: the BiT ResNet stem, its numerics against timm, and the model around it."""
 
-import re
-
 import keras
 import numpy as np
 import pytest
 
 import keras_vit
 from keras_vit.resnet import ResNetStem, StdConv2D
+from keras_vit.weights import load_weights
 from conftest import fixture_case
 
 SMALL_HYBRID = dict(
@@ -23,41 +22,11 @@ SMALL_HYBRID = dict(
 )
 
 
-def official_key_to_path(key):
-    """Official ``.npz`` key -> Keras variable path below the model name.
-
-    ``conv_root/kernel`` -> ``resnet/conv_root/kernel``,
-    ``Transformer/encoderblock_0/LayerNorm_0/scale`` ->
-    ``encoderblock_0/LayerNorm_0/gamma``, ``cls`` -> ``cls/cls``.
-    """
-    key = key.removeprefix("Transformer/")
-    if re.match(r"(conv_root|gn_root|block\d)/", key):
-        key = "resnet/" + key
-    key = re.sub(r"/(query|key|value|out)/(kernel|bias)$", r"/\1_\2", key)
-    parent, _, leaf = key.rpartition("/")
-    if not parent:
-        return f"{key}/{key}"
-    if re.match(r"(LayerNorm_\d|encoder_norm|gn)", parent.rpartition("/")[2]):
-        leaf = {"scale": "gamma", "bias": "beta"}[leaf]
-    return f"{parent}/{leaf}"
-
-
-def load_official_npz(model, path):
-    """Assigns every tensor of an official ``.npz`` to ``model``; all must match.
-
-    Stand-in for ``keras_vit.weights.load_weights`` until it reads hybrids.
-    """
-    variables = {v.path.split("/", 1)[1]: v for v in model.weights}
-    with np.load(path) as checkpoint:
-        for key in checkpoint.files:
-            variables.pop(official_key_to_path(key)).assign(checkpoint[key])
-    assert not variables, f"not in the checkpoint: {sorted(variables)}"
-    return model
-
-
-def fixture_model(fixtures_dir, **overrides):
+def fixture_model(fixtures_dir, checkpoint="official.npz", **overrides):
+    """The small hybrid with the fixture's weights, read by the project's loader."""
     model = keras_vit.ViT(**{**SMALL_HYBRID, **overrides})
-    return load_official_npz(model, fixtures_dir / "hybrid" / "official.npz")
+    load_weights(model, fixtures_dir / "hybrid" / checkpoint)
+    return model
 
 
 def test_fixture_config_is_the_small_hybrid():
@@ -68,12 +37,15 @@ def test_fixture_config_is_the_small_hybrid():
     assert keras_vit.ViT(**SMALL_HYBRID).count_params() == config["params"]
 
 
+@pytest.mark.parametrize("checkpoint", ["official.npz", "timm.safetensors"])
 @pytest.mark.parametrize(
     "semantics, reference", [("timm", "logits"), ("official", "logits_official_semantics")]
 )
-def test_fixture_logits_match_timm_for_both_semantics(fixtures_dir, semantics, reference):
+def test_fixture_logits_match_timm_for_both_semantics(
+    fixtures_dir, checkpoint, semantics, reference
+):
     _, ref = fixture_case("hybrid")
-    model = fixture_model(fixtures_dir, semantics=semantics)
+    model = fixture_model(fixtures_dir, checkpoint, semantics=semantics)
     out = model.forward_intermediates(ref["inputs"])
     np.testing.assert_allclose(out["logits"], ref[reference], atol=1e-5, rtol=0)
     if semantics == "timm":
