@@ -147,3 +147,10 @@ def test_unsupported_file_type(tmp_path):
 def test_timm_heads_need_a_config_for_non_standard_widths(fixtures_dir):
     with pytest.raises(ValueError, match="pass num_heads"):
         model_from_checkpoint(fixtures_dir / "vit_token" / "timm.safetensors")
+
+
+def test_weights_h5_needs_an_architecture(tmp_path):
+    model = keras_vit.ViT(**TOKEN, num_classes=10)
+    model.save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(ValueError, match="without an architecture"):
+        model_from_checkpoint(tmp_path / "w.weights.h5")

@@ -180,6 +180,12 @@ def model_from_checkpoint(weights, num_heads=None, **overrides):
             import keras
 
             return keras.saving.load_model(path, safe_mode=True)
+        if path.endswith(".weights.h5"):
+            raise ValueError(
+                f"{path} holds weights without an architecture; build the model "
+                "with its factory, e.g. keras_vit.ViT_B16(weights=path, ...) "
+                "(keras-vit convert --variant B/16)."
+            )
         weights = read_checkpoint(path)
     config = checkpoint_config(weights, num_heads)
     config.update(overrides)
