@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_vit
 from keras_vit.resnet import ResNetStem, StdConv2D
@@ -198,3 +199,14 @@ def test_stem_rejects_non_image_input():
         ResNetStem(layers=(), width=32).build((None, 64, 3))
     with pytest.raises(ValueError, match="filters must be a positive int"):
         StdConv2D(0, 3)
+
+
+def test_gradients_reach_every_stem_weight(fixtures_dir):
+    _, ref = fixture_case("hybrid")
+    model = fixture_model(fixtures_dir)
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(keras.ops.square(model(ref["inputs"], training=True)))
+    grads = tape.gradient(loss, model.stem.trainable_weights)
+    for variable, grad in zip(model.stem.trainable_weights, grads):
+        assert grad is not None and np.all(np.isfinite(grad)), variable.path
+        assert np.any(grad.numpy() != 0), variable.path
