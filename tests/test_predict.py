@@ -1,0 +1,67 @@
+"""``keras-vit predict`` gives the same top-k with every artifact kind."""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit import cli
+from keras_vit.weights import model_from_checkpoint
+
+LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+LINE = re.compile(r"^  (\d)\. class (\d+) (\w+): (\d\.\d{4})$")
+
+
+@pytest.fixture(scope="module")
+def exported(fixtures_dir, tmp_path_factory):
+    """The vit_token fixture as .keras, exported by the CLI, and two photos."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("predict")
+    model = model_from_checkpoint(
+        fixtures_dir / "vit_token" / "official.npz", semantics="timm", name="vit_token"
+    )
+    model.save(folder / "vit_token.keras")
+    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    images = [folder / "cat.png", folder / "astronaut.jpg"]
+    images[0].write_bytes(tf.io.encode_png(data.chelsea()).numpy())
+    images[1].write_bytes(tf.io.encode_jpeg(data.astronaut()).numpy())
+    code = cli.main([
+        "export", "--model", str(folder / "vit_token.keras"), "--output", str(folder / "out"),
+        "--format", "saved_model,tflite,onnx", "--labels", str(folder / "labels.txt"),
+    ])
+    assert code == 0
+    pixels = np.stack([keras_vit.load_image(path, 32) for path in images])
+    logits = model(keras_vit.preprocess_input(pixels)).numpy()
+    return folder, [str(path) for path in images], logits
+
+
+def predictions(capsys, artifact, images, *extra):
+    assert cli.main(["predict", artifact, *images, "--top-k", "3", *extra]) == 0
+    rows = [LINE.match(line) for line in capsys.readouterr().out.splitlines()]
+    return [(int(m[2]), m[3], float(m[4])) for m in rows if m]
+
+
+@pytest.mark.parametrize(
+    "artifact", ["vit_token.keras", "out/vit_token", "out/vit_token/1/model.tflite", "out/vit_token/1/model.onnx"]
+)
+def test_every_artifact_prints_the_keras_top_k(exported, artifact, capsys):
+    folder, images, logits = exported
+    extra = ["--labels", str(folder / "labels.txt")] if artifact.endswith(".keras") else []
+    rows = predictions(capsys, str(folder / artifact), images, *extra)
+    probabilities = tf.nn.softmax(logits).numpy()
+    expected = [
+        (int(i), LABELS[i], round(float(p[i]), 4))
+        for p in probabilities for i in np.argsort(-p)[:3]
+    ]
+    assert [(i, label) for i, label, _ in rows] == [(i, label) for i, label, _ in expected]
+    np.testing.assert_allclose([p for *_, p in rows], [p for *_, p in expected], atol=2e-4)
+
+
+def test_predict_rejects_unknown_artifacts(exported, capsys):
+    folder, images, _ = exported
+    assert cli.main(["predict", str(folder / "labels.txt"), *images]) == 2
+    assert "expected a .keras, .tflite or .onnx file" in capsys.readouterr().err
+    assert cli.main(["predict", str(folder / "missing.onnx"), *images]) == 2
