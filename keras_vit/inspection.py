@@ -96,6 +96,14 @@ def model_attentions(model, images):
     return attentions, grid_shape
 
 
+def _as_array(value, layout):
+    """float64 array whose rank matches ``layout`` (``"name (a, b)"``), else ValueError."""
+    array = np.asarray(value, dtype="float64")
+    if array.ndim != layout.count(",") + 1:
+        raise ValueError(f"Expected {layout}; got shape {array.shape}.")
+    return array
+
+
 def _check_attention(attention, grid_shape, num_prefix_tokens):
     attention = np.asarray(attention, dtype="float64")
     tokens = num_prefix_tokens + grid_shape[0] * grid_shape[1]
@@ -270,11 +278,7 @@ def embedding_filter_components(kernel, num_components=NUM_FILTER_COMPONENTS):
         ``(components, explained)``: float64 ``(k, kh, kw, channels)`` with
         unit norm, and the explained variance ratio ``(k,)``.
     """
-    kernel = np.asarray(kernel, dtype="float64")
-    if kernel.ndim != 4:
-        raise ValueError(
-            f"Expected a kernel (kh, kw, channels, filters); got shape {kernel.shape}."
-        )
+    kernel = _as_array(kernel, "a kernel (kh, kw, channels, filters)")
     if int(num_components) < 1:
         raise ValueError(f"num_components must be >= 1, got {num_components}.")
     samples = kernel.reshape(-1, kernel.shape[-1]).T
@@ -398,9 +402,7 @@ def save_attention_distance_plot(distances, path, title=None, uniform_distance=N
     Returns:
         The path written.
     """
-    distances = np.asarray(distances, dtype="float64")
-    if distances.ndim != 2:
-        raise ValueError(f"Expected distances (layers, heads); got shape {distances.shape}.")
+    distances = _as_array(distances, "distances (layers, heads)")
     layers, heads = distances.shape
     figure = new_figure("attention_distance")
     axes = figure.subplots()
@@ -416,7 +418,7 @@ def save_attention_distance_plot(distances, path, title=None, uniform_distance=N
     axes.set_xlabel("network depth (layer)")
     axes.set_ylabel("mean attention distance (pixels)")
     axes.set_xticks(np.arange(layers))
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, 1.08 * max(np.nanmax(distances), uniform_distance or 0.0, 1e-9))
     axes.grid(alpha=0.3)
     if heads <= 16 or uniform_distance is not None:
         axes.legend(fontsize=7, ncol=2, loc="lower right")
@@ -460,11 +462,7 @@ def save_position_similarity_plot(similarity, path, title=None):
     """
     from matplotlib import colormaps
 
-    similarity = np.asarray(similarity, dtype="float64")
-    if similarity.ndim != 4:
-        raise ValueError(
-            f"Expected similarity (rows, cols, rows, cols); got shape {similarity.shape}."
-        )
+    similarity = _as_array(similarity, "similarity (rows, cols, rows, cols)")
     rows, cols = similarity.shape[:2]
     mosaic = _mosaic(similarity.reshape(rows * cols, rows, cols), columns=cols)
     figure = new_figure("position_similarity")
@@ -501,11 +499,7 @@ def save_embedding_filters_plot(components, path, explained=None, title=None):
     Returns:
         The path written.
     """
-    components = np.asarray(components, dtype="float64")
-    if components.ndim != 4:
-        raise ValueError(
-            f"Expected components (k, kh, kw, channels); got shape {components.shape}."
-        )
+    components = _as_array(components, "components (k, kh, kw, channels)")
     if components.shape[-1] != 3:
         components = components.mean(axis=-1)
     low = components.min(axis=tuple(range(1, components.ndim)), keepdims=True)
