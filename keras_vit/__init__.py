@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_vit.configs import SIZES, VARIANTS  # noqa: E402
+from keras_vit.configs import SIZES, VARIANTS, count_parameters  # noqa: E402
 from keras_vit.layers import (  # noqa: E402
     AddPositionEmbs,
     ClassToken,
@@ -24,6 +24,7 @@ from keras_vit.posemb import (  # noqa: E402
     resize_position_embedding,
 )
 from keras_vit.preprocessing import load_image, preprocess_input  # noqa: E402
+from keras_vit.resnet import ResNetStem, StdConv2D  # noqa: E402
 from keras_vit.weights import load_weights, model_from_checkpoint  # noqa: E402
 
 globals().update(FACTORIES)
@@ -35,12 +36,15 @@ __all__ = [
     "MlpBlock",
     "MultiHeadSelfAttention",
     "PatchEncoder",
+    "ResNetStem",
+    "StdConv2D",
     "POSEMB_INTERPOLATIONS",
     "SIZES",
     "TransformerBlock",
     "VARIANTS",
     "ViT",
     "build_variant",
+    "count_parameters",
     "interpolation_matrix",
     "load_image",
     "load_weights",

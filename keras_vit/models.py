@@ -280,7 +280,7 @@ class ViT(keras.Model):
                 if size is not None and size % stride:
                     raise ValueError(
                         f"Input {axis} {size} is not divisible by the patch "
-                        f"size {stride}."
+                        f"size {stride} (total stride: patch size x stem stride)."
                     )
         elif None not in (height, width) and (height, width) != self.image_size:
             raise ValueError(
