@@ -1,0 +1,1 @@
+"""Benchmarks of keras-vit against its peers (not part of the package)."""

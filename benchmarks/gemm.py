@@ -1,0 +1,39 @@
+"""The machine's matrix-multiply rate, the yardstick of achieved GFLOP/s."""
+
+from __future__ import annotations
+
+import time
+
+GEMM_SIZE = 4096
+# Benchmark precision -> TensorFlow dtype name of the GEMM operands.
+GEMM_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def measure_gemm(precision, size=GEMM_SIZE, repeats=7):
+    """Median GFLOP/s of a ``size``^3 TensorFlow matmul over ``repeats`` runs.
+
+    The median, like the model rows, so that a busy machine slows both alike.
+
+    Args:
+        precision: str. ``"fp32"`` or ``"bf16"``.
+        size: int. Square matrix size.
+        repeats: int. Timed repetitions (after one warm-up).
+
+    Returns:
+        float. GFLOP/s (2 size^3 FLOPs per product).
+    """
+    import statistics
+
+    import tensorflow as tf
+
+    if precision not in GEMM_DTYPES:
+        raise ValueError(f"GEMM precision must be one of {tuple(GEMM_DTYPES)}, got {precision!r}.")
+    matrix = tf.cast(tf.random.normal((size, size)), GEMM_DTYPES[precision])
+    product = tf.function(tf.matmul)
+    product(matrix, matrix).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(matrix, matrix).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9

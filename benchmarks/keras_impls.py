@@ -1,0 +1,105 @@
+"""Keras implementations under test: keras-vit, keras-hub and vit-keras.
+
+Each builder takes ``(task, precision, workdir)`` and returns a zero-argument
+``step`` that runs one batch to completion (``predict_on_batch`` or
+``train_on_batch`` return NumPy, so the work is done when they return).
+All three are driven the same way: Adam, sparse cross-entropy on logits,
+random images in [-1, 1] and random labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.specs import TASKS, model_spec
+
+# Precision names of the benchmark -> Keras dtype policy.
+KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+
+def random_batch(task, seed=0):
+    """``(images (B, 224, 224, 3) float32 in [-1, 1], labels (B,) int32)`` of a task."""
+    variant, batch, _ = TASKS[task]
+    spec = model_spec(variant)
+    rng = np.random.default_rng(seed)
+    size = spec["image_size"]
+    images = rng.uniform(-1.0, 1.0, (batch, size, size, 3)).astype("float32")
+    labels = rng.integers(0, spec["num_classes"], batch).astype("int32")
+    return images, labels
+
+
+def keras_step(model, task, jit_compile):
+    """Compiles ``model`` for a task and returns its one-batch step."""
+    import keras
+
+    _, _, training = TASKS[task]
+    images, labels = random_batch(task)
+    if training:
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        return lambda: model.train_on_batch(images, labels)
+    model.compile(jit_compile=jit_compile)
+    return lambda: model.predict_on_batch(images)
+
+
+def _set_policy(precision):
+    import keras
+
+    if precision not in KERAS_POLICIES:
+        raise ValueError(
+            f"Keras implementations run {tuple(KERAS_POLICIES)}, got {precision!r}."
+        )
+    keras.config.set_dtype_policy(KERAS_POLICIES[precision])
+
+
+def build_keras_vit(task, precision, workdir, jit_compile=True):
+    """keras-vit, XLA-compiled (``jit_compile=True``; "auto" is off on CPU)."""
+    from keras_vit.models import build_variant
+
+    _set_policy(precision)
+    model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
+    return keras_step(model, task, jit_compile)
+
+
+def build_keras_hub(task, precision, workdir, jit_compile="auto"):
+    """keras-hub ``ViTImageClassifier`` over a ``ViTBackbone`` of the same size."""
+    import keras_hub
+
+    _set_policy(precision)
+    spec = model_spec(TASKS[task][0])
+    size, patch = spec["image_size"], spec["patch_size"]
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(size, size, 3),
+        patch_size=(patch, patch),
+        num_layers=spec["num_layers"],
+        num_heads=spec["num_heads"],
+        hidden_dim=spec["hidden_size"],
+        mlp_dim=spec["mlp_dim"],
+    )
+    model = keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=spec["num_classes"], preprocessor=None
+    )
+    return keras_step(model, task, jit_compile)
+
+
+def build_vit_keras(task, precision, workdir, jit_compile="auto"):
+    """vit-keras ``build_model`` (dropout 0 so that it matches the others)."""
+    from vit_keras import vit
+
+    _set_policy(precision)
+    spec = model_spec(TASKS[task][0])
+    model = vit.build_model(
+        image_size=spec["image_size"],
+        patch_size=spec["patch_size"],
+        num_layers=spec["num_layers"],
+        hidden_size=spec["hidden_size"],
+        num_heads=spec["num_heads"],
+        name="vit",
+        mlp_dim=spec["mlp_dim"],
+        classes=spec["num_classes"],
+        dropout=0.0,
+    )
+    return keras_step(model, task, jit_compile)

@@ -1,0 +1,241 @@
+"""Exported and non-Keras implementations: SavedModel, TFLite, ONNX, torch.
+
+Builders have the signature of ``benchmarks.keras_impls`` builders. Exported
+files are written once into ``workdir`` (by the first process that needs
+them) and reused by later processes; export time is never timed. The
+keras-vit artifacts come from the package's own exporters
+(``keras_vit.serving``, ``keras_vit.tflite``, ``keras_vit.onnx_export``), so
+the numbers are those of what users deploy. Their graphs take pixels in
+[0, 255] and include the preprocessing and the softmax (a negligible cost).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from benchmarks.keras_impls import random_batch
+from benchmarks.specs import TASKS, model_spec
+
+THREADS = os.cpu_count()
+# Benchmark precision -> keras_vit.tflite quantization.
+TFLITE_QUANTIZATIONS = {"fp32": "float32", "int8": "dynamic"}
+
+
+def _inference_only(task, name):
+    if TASKS[task][2]:
+        raise ValueError(f"{name} runs inference tasks only, got {task!r}.")
+
+
+def _pixels(task):
+    """Random images of a task in [0, 255] (exported graphs preprocess inside)."""
+    images, _ = random_batch(task)
+    return (images + 1.0) * 127.5
+
+
+def _cached(workdir, filename, write):
+    """``workdir/filename``, calling ``write(tmp_path)`` and renaming it first if missing."""
+    path = os.path.join(workdir, filename)
+    if not os.path.exists(path):
+        os.makedirs(workdir, exist_ok=True)
+        partial = f"{path}.partial-{os.getpid()}"
+        write(partial)
+        os.replace(partial, path)
+    return path
+
+
+def _float32_keras_vit(task):
+    from keras_vit.models import build_variant
+
+    variant = TASKS[task][0]
+    return build_variant(variant, image_size=model_spec(variant)["image_size"], dtype="float32")
+
+
+def build_saved_model(task, precision, workdir, jit_compile=False):
+    """SavedModel ``serving_default`` as ``keras_vit.serving`` exports it.
+
+    With ``jit_compile=True`` the same serving function is saved inside an
+    XLA-compiled ``tf.function`` (the attribute is kept in the SavedModel).
+    """
+    import tensorflow as tf
+
+    from keras_vit.serving import ServingFunctions, write_saved_model
+
+    _inference_only(task, "SavedModel")
+    variant = TASKS[task][0].replace("/", "")
+
+    def write(path):
+        model = _float32_keras_vit(task)
+        if not jit_compile:
+            write_saved_model(model, path)
+            return
+        functions = ServingFunctions(model)
+        module = tf.Module()
+        module.model = model
+        module.serve = tf.function(
+            lambda images: functions.serving_default(images),
+            input_signature=[functions.images_spec],
+            jit_compile=True,
+        )
+        tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+    suffix = "_xla" if jit_compile else ""
+    path = _cached(workdir, f"saved_model_{variant}{suffix}", write)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    images = tf.constant(_pixels(task))
+    return lambda: serve(images=images)["logits"].numpy()
+
+
+def build_tflite(task, precision, workdir):
+    """LiteRT interpreter on ``keras_vit.tflite`` output (int8 = dynamic range)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_vit.tflite import convert_tflite
+
+    _inference_only(task, "TFLite")
+    quantization = TFLITE_QUANTIZATIONS[precision]
+    variant = TASKS[task][0].replace("/", "")
+    path = _cached(
+        workdir,
+        f"vit_{variant}_{quantization}.tflite",
+        lambda p: convert_tflite(_float32_keras_vit(task), p, quantization),
+    )
+    runner = Interpreter(model_path=path, num_threads=THREADS).get_signature_runner(
+        "serving_default"
+    )
+    images = _pixels(task)
+    return lambda: runner(images=images)["logits"]
+
+
+def _onnx_session(path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def build_keras_vit_onnx(task, precision, workdir):
+    """onnxruntime on keras-vit's tf2onnx export (``keras_vit.onnx_export``)."""
+    from keras_vit.onnx_export import convert_onnx
+
+    _inference_only(task, "ONNX")
+    variant = TASKS[task][0].replace("/", "")
+    path = _cached(
+        workdir, f"vit_{variant}_keras.onnx", lambda p: convert_onnx(_float32_keras_vit(task), p)
+    )
+    session = _onnx_session(path)
+    feed = {session.get_inputs()[0].name: _pixels(task)}
+    return lambda: session.run(None, feed)
+
+
+def _hf_model(task):
+    """Hugging Face ``ViTForImageClassification`` of the task's size, random weights."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    spec = model_spec(TASKS[task][0])
+    config = transformers.ViTConfig(
+        hidden_size=spec["hidden_size"],
+        num_hidden_layers=spec["num_layers"],
+        num_attention_heads=spec["num_heads"],
+        intermediate_size=spec["mlp_dim"],
+        image_size=spec["image_size"],
+        patch_size=spec["patch_size"],
+        num_labels=spec["num_classes"],
+        layer_norm_eps=1e-6,
+    )
+    return transformers.ViTForImageClassification(config)
+
+
+def _nchw(task):
+    images, labels = random_batch(task)
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)), labels
+
+
+def build_hf_onnx(task, precision, workdir):
+    """onnxruntime on transformers' ViT exported with ``torch.onnx`` (TorchScript exporter)."""
+    import torch
+
+    _inference_only(task, "ONNX")
+    variant = TASKS[task][0].replace("/", "")
+
+    def write(path):
+        model = _hf_model(task).eval()
+        example = torch.from_numpy(_nchw("infer_b1")[0])
+        torch.onnx.export(
+            model,
+            (example,),
+            path,
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+    path = _cached(workdir, f"vit_{variant}_hf.onnx", write)
+    session = _onnx_session(path)
+    feed = {"pixel_values": _nchw(task)[0]}
+    return lambda: session.run(None, feed)
+
+
+def build_hf_torch(task, precision, workdir):
+    """transformers' ViT in eager PyTorch (``inference_mode``; Adam for training)."""
+    import torch
+
+    model = _hf_model(task)
+    images, labels = _nchw(task)
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels).long()
+    if not TASKS[task][2]:
+        model.eval()
+
+        def infer():
+            with torch.inference_mode():
+                return model(pixel_values=images).logits.numpy()
+
+        return infer
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(pixel_values=images).logits, labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return train
+
+
+def build_timm(task, precision, workdir):
+    """timm's ``vit_*_patch16_224`` in eager PyTorch (random weights)."""
+    import timm
+    import torch
+
+    torch.set_num_threads(THREADS)
+    name = {"B/16": "vit_base_patch16_224", "S/16": "vit_small_patch16_224"}[TASKS[task][0]]
+    model = timm.create_model(name, pretrained=False)
+    images, labels = _nchw(task)
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels).long()
+    if not TASKS[task][2]:
+        model.eval()
+
+        def infer():
+            with torch.inference_mode():
+                return model(images).numpy()
+
+        return infer
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return train

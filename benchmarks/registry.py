@@ -1,0 +1,62 @@
+"""The implementations the benchmark knows, and what each of them runs."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from benchmarks import keras_impls, portable_impls
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation under test.
+
+    Attributes:
+        builder: ``(task, precision, workdir) -> step`` callable; raises if
+            the implementation cannot run here (the row then says why).
+        tasks: tasks it runs.
+        precisions: precisions it runs.
+        ours: True for keras-vit paths, False for peers.
+        quick: included in ``--quick`` runs.
+        exported: builds a file in the workdir first (``run.py`` does that
+            in a separate process, so the timed process only loads it).
+    """
+
+    builder: object
+    tasks: tuple
+    precisions: tuple
+    ours: bool
+    quick: bool = True
+    exported: bool = False
+
+
+ALL_TASKS = ("infer_b1", "infer_b16", "train")
+INFERENCE = ("infer_b1", "infer_b16")
+
+IMPLS = {
+    "keras-vit": Impl(keras_impls.build_keras_vit, ALL_TASKS, ("fp32", "bf16"), True),
+    "keras-vit-savedmodel": Impl(
+        portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
+    ),
+    "keras-vit-savedmodel-xla": Impl(
+        functools.partial(portable_impls.build_saved_model, jit_compile=True),
+        INFERENCE, ("fp32",), True, quick=False, exported=True,
+    ),
+    "keras-vit-tflite": Impl(
+        portable_impls.build_tflite, INFERENCE, ("int8",), True, exported=True
+    ),
+    "keras-vit-onnx": Impl(
+        portable_impls.build_keras_vit_onnx, INFERENCE, ("fp32",), True, quick=False,
+        exported=True,
+    ),
+    "keras-hub": Impl(keras_impls.build_keras_hub, ALL_TASKS, ("fp32",), False),
+    "keras-hub-xla": Impl(
+        functools.partial(keras_impls.build_keras_hub, jit_compile=True),
+        ALL_TASKS, ("fp32",), False,
+    ),
+    "vit-keras": Impl(keras_impls.build_vit_keras, ALL_TASKS, ("fp32",), False),
+    "hf-onnx": Impl(portable_impls.build_hf_onnx, INFERENCE, ("fp32",), False, exported=True),
+    "hf-torch": Impl(portable_impls.build_hf_torch, ALL_TASKS, ("fp32",), False, quick=False),
+    "timm": Impl(portable_impls.build_timm, ALL_TASKS, ("fp32",), False),
+}

@@ -1,0 +1,189 @@
+"""Benchmarks keras-vit against its peers, in one run, one fresh process per job.
+
+    python benchmarks/run.py --json benchmarks/results/cpu.json
+    python benchmarks/run.py --quick
+
+Tasks: ViT-B/16 224 inference at batch 1 (latency) and batch 16 (images/s),
+ViT-S/16 224 training steps at batch 16 (Adam, images/s). Every job (one
+implementation x task x precision) runs in its own subprocess, jobs of all
+implementations are interleaved, and a full run repeats the sweep so that
+load from other processes hits everyone alike; rows keep the median. A GEMM
+measured at the start and the end of the run is the yardstick of achieved
+GFLOP/s. Ratios against the peers (the issue's targets) are printed and
+written with the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: make ``benchmarks`` importable
+
+from benchmarks.registry import IMPLS  # noqa: E402
+from benchmarks.specs import TASKS  # noqa: E402
+from benchmarks.targets import evaluate_targets, format_targets  # noqa: E402
+
+# (warm-up steps, minimum timed steps, minimum timed seconds, sweeps)
+MODES = {"full": (2, 5, 10.0, 2), "quick": (1, 3, 3.0, 1)}
+JOB_TIMEOUT_S = 1200
+GEMM_PRECISIONS = ("fp32", "bf16")
+
+
+def plan_jobs(impls, tasks, quick):
+    """Job list ``(impl, task, precision)``, implementations interleaved per task."""
+    jobs = []
+    for task in tasks:
+        for name, impl in IMPLS.items():
+            if name not in impls or task not in impl.tasks or (quick and not impl.quick):
+                continue
+            jobs.extend((name, task, precision) for precision in impl.precisions)
+    return jobs
+
+
+def run_worker(args, timeout=JOB_TIMEOUT_S):
+    """Runs ``benchmarks.worker`` in a fresh process; returns its result row."""
+    command = [sys.executable, "-m", "benchmarks.worker", *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": f"error: timed out after {timeout} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    return {"status": f"error: exit {done.returncode}: {tail}"}
+
+
+def prepare_exports(jobs, workdir):
+    """Writes every exported model once, in its own process, before timing."""
+    for impl, task, precision in jobs:
+        if IMPLS[impl].exported and task == "infer_b1":
+            print(f"[prepare] {impl} {precision}", flush=True)
+            run_worker(["--impl", impl, "--task", task, "--precision", precision,
+                        "--workdir", workdir, "--prepare-only"])
+
+
+def measure_gemms():
+    """``{precision: GFLOP/s}`` of the GEMM, each in a fresh process."""
+    return {
+        precision: run_worker(["--impl", "gemm", "--precision", precision]).get("gflops")
+        for precision in GEMM_PRECISIONS
+    }
+
+
+def merge_runs(runs, gemm):
+    """One row per job: median over sweeps, plus the fraction of the GEMM rate."""
+    rows = {}
+    for run in runs:
+        rows.setdefault((run["impl"], run["task"], run["precision"]), []).append(run)
+    merged = []
+    for sweeps in rows.values():
+        ok = [r for r in sweeps if r["status"] == "ok"]
+        row = dict(sweeps[0] if not ok else ok[0])
+        if ok:
+            for key in ("images_per_s", "latency_ms", "peak_rss_mb", "gflops"):
+                row[key] = round(statistics.median(r[key] for r in ok), 2)
+            row["sweeps"] = len(ok)
+            rate = gemm.get(row["precision"])
+            row["gemm_fraction"] = round(row["gflops"] / rate, 3) if rate else None
+        merged.append(row)
+    return merged
+
+
+def format_table(rows):
+    """Plain-text table of the merged rows."""
+    header = f"{'impl':26} {'task':9} {'prec':4} {'img/s':>7} {'ms':>8} {'RSS MB':>7} {'GFLOP/s':>7} {'%GEMM':>5}  status"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"{r['impl']:26} {r['task']:9} {r['precision']:4} {'':>7} {'':>8} {'':>7} {'':>7} {'':>5}  {r['status']}")
+            continue
+        share = "" if r.get("gemm_fraction") is None else f"{100 * r['gemm_fraction']:.0f}"
+        lines.append(
+            f"{r['impl']:26} {r['task']:9} {r['precision']:4} {r['images_per_s']:7.2f} "
+            f"{r['latency_ms']:8.1f} {r['peak_rss_mb']:7.0f} {r['gflops']:7.1f} {share:>5}  ok"
+        )
+    return "\n".join(lines)
+
+
+def machine():
+    """Short description of the machine and load the run saw."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            cpu = next(l.split(":", 1)[1].strip() for l in file if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+                load_average_start=os.getloadavg())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write rows, GEMM rates and ratios to this file")
+    parser.add_argument("--quick", action="store_true", help="short timings, one sweep, fewer peers")
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--sweeps", type=int, help="repetitions of the whole sweep")
+    parser.add_argument("--workdir", help="folder for exported models (default: temporary)")
+    args = parser.parse_args(argv)
+    warmup, min_steps, min_time, sweeps = MODES["quick" if args.quick else "full"]
+    sweeps = args.sweeps or sweeps
+    workdir = args.workdir or tempfile.mkdtemp(prefix="keras_vit_bench_")
+    info = machine()
+    jobs = plan_jobs(args.impls, args.tasks, args.quick)
+    started = time.time()
+    gemm_runs = [measure_gemms()]
+    runs = []
+    try:
+        prepare_exports(jobs, workdir)
+        for sweep in range(sweeps):
+            for number, (impl, task, precision) in enumerate(jobs, 1):
+                print(f"[sweep {sweep + 1}/{sweeps} job {number}/{len(jobs)}] {impl} {task} {precision}",
+                      flush=True)
+                row = run_worker([
+                    "--impl", impl, "--task", task, "--precision", precision,
+                    "--workdir", workdir, "--warmup", str(warmup),
+                    "--min-steps", str(min_steps), "--min-time", str(min_time),
+                ])
+                variant, batch, _ = TASKS[task]
+                runs.append({"impl": impl, "model": f"ViT-{variant}", "task": task,
+                             "precision": precision, "batch": batch, **row})
+        gemm_runs.append(measure_gemms())
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    gemm = {p: statistics.median(g[p] for g in gemm_runs if g[p]) for p in GEMM_PRECISIONS
+            if any(g[p] for g in gemm_runs)}
+    rows = merge_runs(runs, gemm)
+    targets = evaluate_targets(rows)
+    info.update(load_average_end=os.getloadavg(), minutes=round((time.time() - started) / 60, 1))
+    print(f"\nGEMM GFLOP/s (median of start/end): {gemm}  machine: {info}\n")
+    print(format_table(rows))
+    print("\n" + format_targets(targets))
+    if args.json:
+        result = dict(machine=info, mode="quick" if args.quick else "full", gemm_gflops=gemm,
+                      gemm_runs=gemm_runs, rows=rows, runs=runs, targets=targets)
+        partial = f"{args.json}.partial"
+        with open(partial, "w") as file:
+            json.dump(result, file, indent=1)
+        os.replace(partial, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The issue's performance targets as data, evaluated on merged result rows."""
+
+from __future__ import annotations
+
+TF_PEERS = ("keras-hub", "keras-hub-xla", "vit-keras")
+ALL_PEERS = (*TF_PEERS, "hf-onnx", "hf-torch", "timm")
+
+# (name, (our impls, task, precision, metric), (their impls, task, precision,
+#  metric), required ratio). The ratio is ours/theirs for images_per_s and
+# theirs/ours for latency_ms and peak_rss_mb, so >= required is always good;
+# of several impls on a side the best one counts.
+TARGETS = (
+    ("fp32 infer B/16 b16 vs fastest TF peer",
+     (("keras-vit",), "infer_b16", "fp32", "images_per_s"),
+     (TF_PEERS, "infer_b16", "fp32", "images_per_s"), 1.05),
+    ("fp32 infer B/16 b1 latency vs onnxruntime peer",
+     (("keras-vit",), "infer_b1", "fp32", "latency_ms"),
+     (("hf-onnx",), "infer_b1", "fp32", "latency_ms"), 1.0),
+    ("bf16 infer B/16 b16 vs fastest fp32 peer",
+     (("keras-vit",), "infer_b16", "bf16", "images_per_s"),
+     (ALL_PEERS, "infer_b16", "fp32", "images_per_s"), 1.6),
+    ("int8 TFLite infer B/16 b16 vs fastest fp32 peer",
+     (("keras-vit-tflite",), "infer_b16", "int8", "images_per_s"),
+     (ALL_PEERS, "infer_b16", "fp32", "images_per_s"), None),
+    ("fp32 train S/16 b16 vs keras-hub",
+     (("keras-vit",), "train", "fp32", "images_per_s"),
+     (("keras-hub",), "train", "fp32", "images_per_s"), 1.2),
+    ("fp32 train S/16 b16 vs keras-hub with XLA",
+     (("keras-vit",), "train", "fp32", "images_per_s"),
+     (("keras-hub-xla",), "train", "fp32", "images_per_s"), None),
+    ("mixed_bfloat16 train S/16 b16 vs keras-hub fp32",
+     (("keras-vit",), "train", "bf16", "images_per_s"),
+     (("keras-hub",), "train", "fp32", "images_per_s"), 1.8),
+    ("SavedModel b16 vs in-process Keras XLA",
+     (("keras-vit-savedmodel",), "infer_b16", "fp32", "images_per_s"),
+     (("keras-vit",), "infer_b16", "fp32", "images_per_s"), 0.95),
+    ("SavedModel (XLA-compiled) b16 vs in-process Keras XLA",
+     (("keras-vit-savedmodel-xla",), "infer_b16", "fp32", "images_per_s"),
+     (("keras-vit",), "infer_b16", "fp32", "images_per_s"), 0.95),
+    ("train peak RSS fp32: keras-hub / keras-vit",
+     (("keras-vit",), "train", "fp32", "peak_rss_mb"),
+     (("keras-hub",), "train", "fp32", "peak_rss_mb"), 1.0),
+)
+
+_LOWER_IS_BETTER = ("latency_ms", "peak_rss_mb")
+
+
+def _best(rows, impls, task, precision, metric):
+    """Best ok row among ``impls`` for a task and precision, or None."""
+    candidates = [
+        r for r in rows
+        if r["impl"] in impls and r["task"] == task and r["precision"] == precision
+        and r["status"] == "ok"
+    ]
+    if not candidates:
+        return None
+    pick = min if metric in _LOWER_IS_BETTER else max
+    return pick(candidates, key=lambda r: r[metric])
+
+
+def evaluate_targets(rows):
+    """Measured ratio of every target whose both sides ran.
+
+    Returns:
+        list of dicts: ``target``, ``ours`` / ``theirs`` (impl and value),
+        ``ratio``, ``required`` (None: reported only) and ``met``.
+    """
+    results = []
+    for name, ours_side, theirs_side, required in TARGETS:
+        ours = _best(rows, *ours_side)
+        theirs = _best(rows, *theirs_side)
+        if ours is None or theirs is None:
+            continue
+        metric = ours_side[3]
+        a, b = ours[metric], theirs[metric]
+        ratio = b / a if metric in _LOWER_IS_BETTER else a / b
+        results.append(dict(
+            target=name, metric=metric,
+            ours=f"{ours['impl']} {a}", theirs=f"{theirs['impl']} {b}",
+            ratio=round(ratio, 3), required=required,
+            met=None if required is None else ratio >= required,
+        ))
+    return results
+
+
+def format_targets(results):
+    """Plain-text lines ``target: ratio (required) ours vs theirs``."""
+    lines = ["Targets (ratio >= required is good):"]
+    for r in results:
+        verdict = "info" if r["met"] is None else ("MET" if r["met"] else "missed")
+        need = "" if r["required"] is None else f">= {r['required']}"
+        lines.append(
+            f"  {r['target']:52} {r['ratio']:6.3f} {need:8} {verdict:6} "
+            f"[{r['ours']} vs {r['theirs']}]"
+        )
+    return "\n".join(lines)
