@@ -420,13 +420,14 @@ def load_fewshot_data(
     return folder_split(*train), folder_split(*test), class_names
 
 
-def save_fewshot_plot(results, path, title=None):
+def save_fewshot_plot(results, path, title=None, num_classes=None):
     """Accuracy against shots per class, mean with the spread over seeds.
 
     Args:
         results: dict from ``fewshot_evaluate``.
         path: output ``.png`` of ``FIGURE_SIZES_PX["fewshot"]`` pixels.
         title: optional title.
+        num_classes: optional int; draws the chance level ``1 / classes``.
 
     Returns:
         The path written.
@@ -438,7 +439,10 @@ def save_fewshot_plot(results, path, title=None):
     stds = np.array([results[s]["std"] for s in shots]) * 100
     figure = new_figure("fewshot")
     axes = figure.subplots()
-    axes.errorbar(shots, means, yerr=stds, marker="o", capsize=4)
+    axes.errorbar(shots, means, yerr=stds, marker="o", capsize=4, label="mean +- std over seeds")
+    if num_classes:
+        axes.axhline(100.0 / num_classes, color="grey", linestyle="--", linewidth=1, label="chance")
+    axes.legend(fontsize=8, loc="center right")
     axes.set_xscale("log")
     axes.set_xticks(shots, [str(s) for s in shots])
     axes.set_xlabel("training examples per class (shots)")

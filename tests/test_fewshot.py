@@ -52,7 +52,8 @@ def test_probe_equals_ridge_regression_of_the_whitened_features(samples):
     probe = fewshot.fit_linear_probe(features, labels, 4, l2_reg=16.0)
     whitened = (features - features.mean(0)) / (features.std(0) + 1e-5)
     design = np.concatenate([whitened, np.full((samples, 1), 100.0)], axis=1)
-    ridge = Ridge(alpha=16.0, fit_intercept=False, solver="svd").fit(design, 2 * np.eye(4)[labels] - 1)
+    targets = 2 * np.eye(4)[labels] - 1
+    ridge = Ridge(alpha=16.0, fit_intercept=False, solver="svd").fit(design, targets)
     np.testing.assert_allclose(probe.weights, ridge.coef_.T, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(probe.predict(features), ridge.predict(design).argmax(1))
 

@@ -90,7 +90,9 @@ def test_mean_attention_distance_matches_hand_computed_values():
 
 def test_position_embedding_similarity_of_row_and_column_codes():
     rows, cols = 3, 4
-    codes = [np.concatenate([np.eye(rows)[i], np.eye(cols)[j]]) for i in range(rows) for j in range(cols)]
+    codes = [
+        np.concatenate([np.eye(rows)[i], np.eye(cols)[j]]) for i in range(rows) for j in range(cols)
+    ]
     posemb = np.concatenate([np.full((1, rows + cols), 5.0), codes])[None]
     similarity = inspection.position_embedding_similarity(posemb, (rows, cols), 1)
     i, j, k, m = np.meshgrid(*map(np.arange, (rows, cols, rows, cols)), indexing="ij")
@@ -114,7 +116,8 @@ def test_embedding_filter_components_recover_the_patterns():
     assert components.shape == (2, 4, 4, 3)  # rank 2: only two components
     np.testing.assert_allclose(explained.sum(), 1.0, atol=1e-9)
     basis = np.stack([vertical.ravel(), horizontal.ravel()], axis=1)
-    residual = components.reshape(2, -1).T - basis @ np.linalg.lstsq(basis, components.reshape(2, -1).T, rcond=None)[0]
+    found = components.reshape(2, -1).T
+    residual = found - basis @ np.linalg.lstsq(basis, found, rcond=None)[0]
     np.testing.assert_allclose(residual, 0.0, atol=1e-9)
 
 
@@ -122,7 +125,9 @@ def test_figures_have_the_documented_pixel_sizes(tmp_path):
     image = np.zeros((16, 24, 1), "float32")
     written = {
         "rollout": inspection.save_rollout_overlay(image, np.ones((2, 3)), tmp_path / "r.png"),
-        "attention_distance": inspection.save_attention_distance_plot(np.ones((3, 2)), tmp_path / "d.png"),
+        "attention_distance": inspection.save_attention_distance_plot(
+            np.ones((3, 2)), tmp_path / "d.png", uniform_distance=2.0
+        ),
         "position_similarity": inspection.save_position_similarity_plot(
             np.ones((2, 3, 2, 3)), tmp_path / "p.png"
         ),

@@ -75,7 +75,8 @@ def run(args):
         f"l2 {args.l2_reg:g}, {args.seeds} seed(s)"
     )
     for shots, result in results.items():
-        print(f"{shots:>4}-shot accuracy: {100 * result['mean']:6.2f}% +- {100 * result['std']:.2f}")
+        mean, std = 100 * result["mean"], 100 * result["std"]
+        print(f"{shots:>4}-shot accuracy: {mean:6.2f}% +- {std:.2f}")
     if args.output:
         write_json(os.path.join(args.output, "fewshot.json"), {
             "model": model.name,
@@ -87,5 +88,6 @@ def run(args):
         fewshot.save_fewshot_plot(
             results, os.path.join(args.output, "fewshot.png"),
             f"{model.name}: few-shot linear accuracy on {os.path.basename(args.data.rstrip('/'))}",
+            len(class_names),
         )
     return 0
