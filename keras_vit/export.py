@@ -225,6 +225,8 @@ def export_model(
         output_dir: str. Base folder; the export lands in
             ``<output_dir>/<model_name>/<version>/``.
         formats: iterable of ``"saved_model"``, ``"tflite"``, ``"onnx"``.
+            The SavedModel is always written (a TF Serving version folder
+            must hold one); the others are added next to it.
         model_name: str. Defaults to ``model.name``.
         version: optional int. Defaults to the next free number; an existing
             version is never overwritten.
@@ -259,7 +261,10 @@ def export_model(
     """
     from keras_vit.tflite import QUANTIZATIONS
 
-    formats = _checked(formats, FORMATS, "format")
+    # The SavedModel is always written: it is what TF Serving loads from a
+    # version folder, so a version without it would break the server.
+    requested = _checked(formats, FORMATS, "format")
+    formats = ("saved_model",) + tuple(f for f in requested if f != "saved_model")
     quantize = _checked(quantize, QUANTIZATIONS[1:], "quantization")
     if quantize and "tflite" not in formats:
         raise ValueError(f"quantize={quantize} needs the 'tflite' format; got formats {formats}.")

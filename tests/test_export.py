@@ -189,3 +189,93 @@ def test_export_rejects_bad_arguments(fixtures_dir, exported, tmp_path):
     base = exported[0].path.rsplit("/", 2)[0]
     with pytest.raises(ValueError, match="never overwrite"):
         export_model(model, base, ["saved_model"], version=1, verbose=False)
+
+
+def _client():
+    """``export/client.py``, the TF Serving client example (not a package module)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "export" / "client.py"
+    spec = importlib.util.spec_from_file_location("export_client", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _serve_bytes_rows(signatures, image_bytes):
+    """What TF Serving answers: one dict per image, bytes as str."""
+    out = signatures["serve_bytes"](image_bytes=tf.constant(image_bytes))
+    out = {key: value.numpy().astype(str).tolist() if value.dtype == tf.string else value.numpy().tolist()
+           for key, value in out.items()}
+    return [dict(zip(out, row)) for row in zip(*out.values())]
+
+
+@pytest.fixture(scope="module")
+def photo_files(pixels, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, image in enumerate(np.round(pixels).astype("uint8")[:2]):
+        paths.append(str(folder / f"image_{i}.png"))
+        tf.io.write_file(paths[-1], tf.io.encode_png(image))
+    return paths
+
+
+def test_rest_client_speaks_tf_serving_json(signatures, photo_files):
+    import base64
+    import http.server
+    import threading
+
+    class FakeServing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            assert self.path == "/v1/models/vit_token:predict"
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            assert body["signature_name"] == "serve_bytes"
+            images = [base64.b64decode(instance["b64"]) for instance in body["instances"]]
+            answer = json.dumps({"predictions": _serve_bytes_rows(signatures, images)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), FakeServing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rows = _client().predict_rest("127.0.0.1", server.server_port, "vit_token", photo_files)
+    finally:
+        server.shutdown()
+    expected = _serve_bytes_rows(signatures, [open(p, "rb").read() for p in photo_files])
+    assert [row["top_k_labels"] for row in rows] == [row["top_k_labels"] for row in expected]
+
+
+def test_grpc_client_round_trip(signatures, photo_files):
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class FakeServing(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            signature = signatures[request.model_spec.signature_name]
+            inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+            response = predict_pb2.PredictResponse()
+            for key, value in signature(**inputs).items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(FakeServing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        rows = _client().predict_grpc("127.0.0.1", port, "vit_token", photo_files)
+    finally:
+        server.stop(None)
+    expected = _serve_bytes_rows(signatures, [open(p, "rb").read() for p in photo_files])
+    assert [row["top_k_ids"] for row in rows] == [row["top_k_ids"] for row in expected]
+    np.testing.assert_allclose(
+        [row["logits"] for row in rows], [row["logits"] for row in expected], atol=1e-6
+    )

@@ -65,3 +65,23 @@ def test_predict_rejects_unknown_artifacts(exported, capsys):
     assert cli.main(["predict", str(folder / "labels.txt"), *images]) == 2
     assert "expected a .keras, .tflite or .onnx file" in capsys.readouterr().err
     assert cli.main(["predict", str(folder / "missing.onnx"), *images]) == 2
+
+
+def test_quickstart_export_predicts_a_digit_through_the_saved_model(tmp_path, capsys):
+    from keras_vit.commands.export import export_quickstart
+    from keras_vit.data import load_digits
+
+    model = keras_vit.ViT(
+        image_size=8, patch_size=2, hidden_size=16, num_layers=1, num_heads=2,
+        mlp_dim=32, num_classes=10, channels=1, name="digits",
+    )
+    model.head.kernel.assign(np.random.default_rng(0).normal(size=(16, 10)))
+    model.save(tmp_path / "model.keras")
+    result, true_digit, predicted = export_quickstart(str(tmp_path))
+    assert result.path == str(tmp_path / "export" / "digits" / "1")
+    _, (x_test, y_test) = load_digits()
+    assert true_digit == y_test[0]
+    keras_prediction = model(keras_vit.preprocess_input(x_test[:1])).numpy().argmax()
+    assert predicted == keras_prediction
+    assert (tmp_path / "digit.png").exists()
+    assert f"is predicted {predicted}" in capsys.readouterr().out

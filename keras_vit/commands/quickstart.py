@@ -42,4 +42,7 @@ def run(args):
         f"({metrics['train_seconds']:.0f} s of training). "
         f"Saved {args.output}/model.keras and metrics.json."
     )
+    from keras_vit.commands.export import export_quickstart
+
+    export_quickstart(args.output)  # SavedModel + one digit predicted through it
     return 0
