@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import os
 
-from keras_vit.commands.inspect import add_model_arguments, input_size, load_model, write_json
+from keras_vit.commands.inspect import (
+    add_model_arguments,
+    input_size,
+    load_model,
+    positive_int,
+    write_json,
+)
 
 NAME = "fewshot"
 HELP = "Few-shot linear evaluation (closed-form least squares) of frozen features."
 
 
 def _shot_list(text):
-    try:
-        shots = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        shots = []
-    if not shots or min(shots) < 1:
-        import argparse
-
-        raise argparse.ArgumentTypeError(
-            f"expected positive integers separated by commas (1,5,10,25); got {text!r}"
-        )
-    return shots
+    """argparse type: comma-separated positive integers (``"1,5,10,25"``)."""
+    return [positive_int(item) for item in text.split(",")]
 
 
 def add_arguments(parser):
@@ -38,14 +35,14 @@ def add_arguments(parser):
         help="Training examples per class, comma-separated (default 1,5,10,25).",
     )
     parser.add_argument(
-        "--seeds", type=int, default=fewshot.DEFAULT_NUM_SEEDS,
+        "--seeds", type=positive_int, default=fewshot.DEFAULT_NUM_SEEDS,
         help="Draws of the training examples per shot count (default 3).",
     )
     parser.add_argument(
         "--l2-reg", type=float, default=fewshot.DEFAULT_L2_REG,
         help="L2 regularisation of the least-squares probe (default 2^10).",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--train-split", default="train", help="tfds training split.")
     parser.add_argument("--test-split", default="test", help="tfds test split.")
     parser.add_argument(

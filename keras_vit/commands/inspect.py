@@ -14,6 +14,19 @@ NAME = "inspect"
 HELP = "Attention rollout maps and the paper's Figure 7 plots of a ViT."
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_model_arguments(parser):
     """Adds ``--model``, ``--weights``, ``--num-classes``, ``--image-size``."""
     parser.add_argument(
@@ -103,9 +116,11 @@ def add_arguments(parser):
         help="Image files or folders (searched recursively) for the rollout maps.",
     )
     parser.add_argument("--output", required=True, help="Folder for the PNGs.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Images per forward pass.")
     parser.add_argument(
-        "--components", type=int, default=28,
+        "--batch-size", type=positive_int, default=8, help="Images per forward pass."
+    )
+    parser.add_argument(
+        "--components", type=positive_int, default=28,
         help="Principal components of the embedding filters to draw.",
     )
 
