@@ -26,6 +26,8 @@ from keras_vit.posemb import (  # noqa: E402
 from keras_vit.preprocessing import load_image, preprocess_input  # noqa: E402
 from keras_vit.resnet import ResNetStem, StdConv2D  # noqa: E402
 from keras_vit.weights import load_weights, model_from_checkpoint  # noqa: E402
+from keras_vit.export import export_model  # noqa: E402
+from keras_vit.artifacts import load_artifact  # noqa: E402
 
 globals().update(FACTORIES)
 
@@ -45,7 +47,9 @@ __all__ = [
     "ViT",
     "build_variant",
     "count_parameters",
+    "export_model",
     "interpolation_matrix",
+    "load_artifact",
     "load_image",
     "load_weights",
     "model_from_checkpoint",

@@ -279,3 +279,18 @@ def test_grpc_client_round_trip(signatures, photo_files):
     np.testing.assert_allclose(
         [row["logits"] for row in rows], [row["logits"] for row in expected], atol=1e-6
     )
+
+
+def test_onnx_that_onnxruntime_refuses_fails_loudly(monkeypatch, tmp_path):
+    import keras_vit.layers
+    from keras_vit.onnx_export import convert_onnx
+
+    # TF's exact GELU lowers to Erfc: tf2onnx 1.17 exits cleanly with an invalid graph.
+    monkeypatch.setattr(keras_vit.layers, "gelu", lambda x, approximate=False: tf.nn.gelu(x))
+    model = keras_vit.ViT(
+        image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2,
+        mlp_dim=32, num_classes=3,
+    )
+    with pytest.raises(RuntimeError, match="onnxruntime refuses"):
+        convert_onnx(model, str(tmp_path / "model.onnx"))
+    assert list(tmp_path.iterdir()) == []
