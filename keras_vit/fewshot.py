@@ -92,6 +92,8 @@ def fit_linear_probe(features, labels, num_classes, l2_reg=DEFAULT_L2_REG):
             f"Labels must lie in [0, {num_classes}); got range "
             f"[{labels.min()}, {labels.max()}]."
         )
+    if not l2_reg > 0:
+        raise ValueError(f"l2_reg must be positive; got {l2_reg}.")
     mean = features.mean(axis=0, keepdims=True)
     std = features.std(axis=0, keepdims=True) + 1e-5
     design = _design_matrix(features, mean, std)
