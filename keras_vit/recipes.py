@@ -61,6 +61,7 @@ DEFAULTS = {
     "mixed_precision": False,  # False | True (mixed_bfloat16) | a policy name
     "strategy": "auto",  # auto | cpu | mirrored | multiworker | tpu
     "tpu": None,  # TPU address for strategy=tpu
+    "cpu_devices": None,  # mirror over N logical CPU devices (data parallelism on CPU)
     "output": None,  # run directory
     "tensorboard": True,
     "verbose": "auto",

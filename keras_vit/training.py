@@ -8,7 +8,9 @@ write ``model.keras`` and ``metrics.json`` into the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 import keras
 
 from keras_vit import data as vit_data
+from keras_vit import strategies
 from keras_vit.models import ViT, build_variant
 from keras_vit.schedules import WarmupDecay
 
@@ -71,22 +74,43 @@ def build_optimizer(recipe, total_steps):
 
 
 def build_model(recipe, num_classes):
-    """The recipe's ViT: ``model.variant`` via ``build_variant`` or ``ViT(**model)``.
+    """The recipe's ViT, from scratch or fine-tuned from ``weights``.
+
+    ``model.variant`` (e.g. ``"B/16"``) goes through ``build_variant``;
+    otherwise ``model`` holds ``ViT`` arguments. With ``weights`` (any
+    checkpoint ``keras_vit.weights`` reads) and ``new_head``, the model
+    follows the paper's fine-tuning: the pre-trained head and pre-logits
+    layer are dropped and a zero-initialised head of ``num_classes`` is used.
 
     Args:
-        recipe: dict. Uses ``model``, ``image_size`` and ``channels``.
+        recipe: dict. Uses ``model``, ``image_size``, ``channels``,
+            ``weights`` and ``new_head``.
         num_classes: int. Classes of the head.
 
     Returns:
         A built ``keras_vit.ViT`` taking ``(batch, image_size, image_size,
-        channels)`` and returning logits ``(batch, num_classes)``.
+        channels)`` in [-1, 1] and returning logits ``(batch, num_classes)``.
     """
     config = dict(recipe["model"])
     variant = config.pop("variant", None)
     config.update(image_size=recipe["image_size"], channels=recipe["channels"])
+    weights = recipe["weights"]
+    if weights is None:
+        if variant is not None:
+            return build_variant(variant, num_classes=num_classes, **config)
+        return ViT(num_classes=num_classes, **config)
+    if recipe["new_head"]:
+        config.setdefault("representation_size", None)
     if variant is not None:
-        return build_variant(variant, num_classes=num_classes, **config)
-    return ViT(num_classes=num_classes, **config)
+        model = build_variant(variant, weights=weights, num_classes=num_classes, **config)
+    else:
+        from keras_vit.weights import model_from_checkpoint
+
+        model = model_from_checkpoint(weights, num_classes=num_classes, **config)
+    if recipe["new_head"]:
+        for variable in model.head.weights:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    return model
 
 
 def compile_model(model, optimizer, recipe):
@@ -102,13 +126,20 @@ def compile_model(model, optimizer, recipe):
 
 
 def save_model_atomic(model, path):
-    """Saves a ``.keras`` file through a temporary file in the same folder."""
+    """Saves the model without its training state as ``.keras``, atomically.
+
+    The file holds the architecture and weights of an uncompiled copy, so it
+    loads in safe mode with nothing but ``keras_vit`` imported (the training
+    state lives in the ``BackupAndRestore`` checkpoints).
+    """
+    inference_model = model.__class__.from_config(model.get_config())
+    inference_model.set_weights(model.get_weights())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent)
     os.close(fd)
     try:
-        model.save(tmp)
+        inference_model.save(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -125,69 +156,164 @@ def write_json_atomic(obj, path):
     os.replace(tmp, path)
 
 
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model (atomically) whenever ``monitor`` improves on its best.
+
+    Args:
+        path: str or path. ``.keras`` file.
+        monitor: str. A log key, e.g. ``"val_accuracy"``; larger is better
+            unless the name contains ``"loss"``.
+    """
+
+    def __init__(self, path, monitor="val_accuracy"):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.sign = -1.0 if "loss" in monitor else 1.0
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and self.sign * value > self.best:
+            self.best = self.sign * value
+            save_model_atomic(self.model, self.path)
+
+
+def open_data(recipe):
+    """Training and evaluation ``Source``s of a recipe.
+
+    The evaluation source is ``eval_data`` or, with ``dev_percent``, the
+    held-out part of ``data``.
+
+    Returns:
+        ``(train Source, eval Source)``.
+
+    Raises:
+        ValueError: if neither ``eval_data`` nor ``dev_percent`` is set.
+    """
+    def source(spec, split):
+        return vit_data.open_source(
+            spec, split, recipe["data_dir"], recipe["download"], recipe["channels"]
+        )
+
+    train_source = source(recipe["data"], "train")
+    if recipe["dev_percent"]:
+        train_source, dev_source = vit_data.split_dev(train_source, recipe["dev_percent"])
+        return train_source, dev_source
+    if recipe["eval_data"] is None:
+        raise ValueError("Set `eval_data` (a data source) or `dev_percent` (held out from `data`).")
+    return train_source, source(recipe["eval_data"], "test")
+
+
+def schedule_of(recipe, num_examples):
+    """``(epochs, steps_per_epoch)``: ``steps`` (rounded up to whole epochs) or ``epochs``.
+
+    Raises:
+        ValueError: if neither is set, or the data is smaller than one batch.
+    """
+    batches = num_examples // recipe["batch_size"]
+    if batches < 1:
+        raise ValueError(
+            f"batch_size {recipe['batch_size']} is larger than the {num_examples} training examples."
+        )
+    if recipe["steps"]:
+        steps_per_epoch = recipe["steps_per_epoch"] or min(batches, recipe["steps"])
+        return math.ceil(recipe["steps"] / steps_per_epoch), steps_per_epoch
+    if recipe["epochs"] is None:
+        raise ValueError("The recipe sets neither `epochs` nor `steps`.")
+    return int(recipe["epochs"]), batches
+
+
+def dtype_policy_of(mixed_precision):
+    """Keras dtype policy name: False -> float32, True -> mixed_bfloat16, or the name."""
+    if mixed_precision is True:
+        return "mixed_bfloat16"
+    return mixed_precision or "float32"
+
+
+def run_directory(recipe, strategy):
+    """The chief writes into ``output``; other workers into ``output/workers/worker-N``."""
+    output = Path(recipe["output"] or f"runs/{recipe['name']}")
+    if not strategies.is_chief(strategy):
+        output = output / "workers" / f"worker-{strategies.task_id(strategy)}"
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
 def train(recipe):
     """Runs a recipe end to end.
 
     Args:
         recipe: dict from ``keras_vit.recipes.load_recipe``; ``output`` is the
-            run directory.
+            run directory (default ``runs/<name>``).
 
     Returns:
         dict of metrics, also written to ``<output>/metrics.json``:
-        ``test_accuracy``, ``test_loss``, ``train_seconds``, ``epochs``,
-        ``steps``, ``num_parameters``, ``history`` and the recipe.
+        ``test_accuracy`` and ``test_loss`` (on the evaluation data),
+        ``train_seconds``, ``epochs``, ``steps`` (optimiser updates),
+        ``num_parameters``, ``num_replicas``, ``history`` and the recipe.
     """
-    output = Path(recipe["output"] or f"runs/{recipe['name']}")
-    output.mkdir(parents=True, exist_ok=True)
+    strategy = strategies.make_strategy(
+        recipe["strategy"], recipe["tpu"], recipe["cpu_devices"]
+    )
+    output = run_directory(recipe, strategy)
     keras.utils.set_random_seed(recipe["seed"])
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy_of(recipe["mixed_precision"]))
+    try:
+        return _fit_and_evaluate(recipe, strategy, output)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
 
-    train_source = vit_data.open_source(
-        recipe["data"], "train", recipe["data_dir"], recipe["download"], recipe["channels"]
-    )
-    eval_source = vit_data.open_source(
-        recipe["eval_data"], "test", recipe["data_dir"], recipe["download"], recipe["channels"]
-    )
+
+def _fit_and_evaluate(recipe, strategy, output):
+    train_source, eval_source = open_data(recipe)
     num_classes = recipe["num_classes"] or train_source.num_classes
-    batch_size = recipe["batch_size"]
-    steps_per_epoch = train_source.num_examples // batch_size
-    if recipe["epochs"] is None:
-        raise ValueError("The recipe sets neither `epochs` nor `steps`.")
-    epochs = int(recipe["epochs"])
-    total_steps = epochs * steps_per_epoch
-
+    epochs, steps_per_epoch = schedule_of(recipe, train_source.num_examples)
     train_data = vit_data.train_pipeline(
         train_source,
         recipe["image_size"],
-        batch_size,
+        recipe["batch_size"],
         augment=recipe["augment"],
         seed=recipe["seed"],
         cache=recipe["cache"],
         shuffle_buffer=recipe["shuffle_buffer"],
         deterministic=recipe["deterministic"],
+        repeat=bool(recipe["steps"]),
     )
     eval_data = vit_data.eval_pipeline(
-        eval_source, recipe["image_size"], recipe["eval_batch_size"] or batch_size, cache=True
+        eval_source,
+        recipe["image_size"],
+        recipe["eval_batch_size"] or recipe["batch_size"],
+        cache=True,
     )
+    with strategy.scope():
+        model = build_model(recipe, num_classes)
+        compile_model(model, build_optimizer(recipe, epochs * steps_per_epoch), recipe)
+    callbacks = [keras.callbacks.BackupAndRestore(str(output / "backup"))]
+    if strategies.is_chief(strategy):
+        callbacks.append(BestModelCheckpoint(output / "best.keras"))
+        if recipe["tensorboard"]:
+            callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
 
-    model = build_model(recipe, num_classes)
-    compile_model(model, build_optimizer(recipe, total_steps), recipe)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(output / "backup")),
-    ]
-    if recipe["tensorboard"]:
-        callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
-
-    start = time.perf_counter()
-    history = model.fit(
-        train_data,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=eval_data,
-        callbacks=callbacks,
-        verbose=recipe["verbose"],
+    fit_support = (
+        strategies.multiworker_fit_support()
+        if strategies.is_multiworker(strategy)
+        else contextlib.nullcontext()
     )
-    train_seconds = time.perf_counter() - start
-    test_loss, test_accuracy = model.evaluate(eval_data, verbose=0)
+    with fit_support:
+        start = time.perf_counter()
+        history = model.fit(
+            train_data,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=eval_data,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles
+            verbose=recipe["verbose"],
+        )
+        train_seconds = time.perf_counter() - start
+        test_loss, test_accuracy = model.evaluate(eval_data, verbose=0)
 
     save_model_atomic(model, output / "model.keras")
     metrics = {
@@ -197,9 +323,45 @@ def train(recipe):
         "epochs": epochs,
         "steps": int(model.optimizer.iterations.numpy()),
         "num_parameters": int(model.count_params()),
+        "num_replicas": strategy.num_replicas_in_sync,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "recipe": recipe,
     }
     write_json_atomic(metrics, output / "metrics.json")
     return metrics
 
+
+def evaluate_saved_model(path, data, split="test", data_dir=None, batch_size=64):
+    """Accuracy and loss of a saved ``.keras`` model on a data source.
+
+    The input size and channels come from the model; images are resized
+    to it and scaled to [-1, 1].
+
+    Args:
+        path: str or path. A ``.keras`` file (loaded in safe mode).
+        data: str. A data source spec (see ``keras_vit.data.open_source``).
+        split: str. Split when ``data`` names none.
+        data_dir: str or None. tfds data directory.
+        batch_size: int.
+
+    Returns:
+        dict with ``accuracy``, ``loss`` and ``num_examples``.
+
+    Raises:
+        FileNotFoundError: if the model file does not exist.
+        ValueError: if the data has more classes than the model's head.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file not found: {path}")
+    model = keras.saving.load_model(path, safe_mode=True)
+    height, width, channels = model.input_shape[1:]
+    source = vit_data.open_source(data, split, data_dir, channels=channels)
+    if source.num_classes > model.num_classes:
+        raise ValueError(
+            f"{data} has {source.num_classes} classes; the model's head has {model.num_classes}."
+        )
+    source.num_classes = model.num_classes
+    compile_model(model, "sgd", {"label_smoothing": 0.0, "jit_compile": False})
+    dataset = vit_data.eval_pipeline(source, (height, width), batch_size)
+    loss, accuracy = model.evaluate(dataset, verbose="auto")
+    return {"accuracy": float(accuracy), "loss": float(loss), "num_examples": source.num_examples}

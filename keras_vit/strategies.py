@@ -1,0 +1,187 @@
+"""``tf.distribute`` strategies by name, and ``model.fit`` under multi-worker training.
+
+``make_strategy("auto" | "cpu" | "mirrored" | "multiworker" | "tpu")`` picks
+the strategy; build the model, optimiser and metrics inside its ``scope()``.
+
+Keras 3 (checked on 3.15) cannot ``fit`` under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585, ``Attempt to convert a value (PerReplica...)``). Two
+places in ``keras.src.backend.tensorflow.trainer`` are at fault:
+
+1. ``TensorFlowTrainer._maybe_symbolic_build`` averages the first distributed
+   input batch with ``strategy.reduce("MEAN", batch, axis=None)`` only to learn
+   its shapes; under the collective strategy that eager cross-worker reduce
+   cannot take the ``PerReplica`` batch. One local replica's batch has the
+   same per-replica shapes, which is all the symbolic build needs.
+2. ``reduce_per_replica`` reduces the step's logs (scalar loss and metrics)
+   with ``strategy.reduce("MEAN", v, axis=0)`` on the multi-worker path, and a
+   scalar has no axis 0. Scalars need ``axis=None`` (the mean over replicas,
+   which is what the single-worker path computes).
+
+``multiworker_fit_support()`` replaces both, only while it is active and only
+for the collective strategy; everything else goes to Keras' own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
+
+
+def split_cpu(num_devices):
+    """Splits the CPU into ``num_devices`` logical devices (for MirroredStrategy on CPU).
+
+    Must run before TensorFlow initialises its devices (before the first op).
+
+    Raises:
+        ValueError: if the devices were already initialised differently.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * int(num_devices)
+        )
+    except RuntimeError as err:
+        if len(tf.config.list_logical_devices("CPU")) != num_devices:
+            raise ValueError(
+                f"Cannot split the CPU into {num_devices} devices after TensorFlow "
+                f"initialised them: {err}"
+            ) from None
+
+
+def _cluster_size():
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    return sum(len(tasks) for tasks in config.get("cluster", {}).values())
+
+
+def make_strategy(name="auto", tpu=None, cpu_devices=None):
+    """A ``tf.distribute.Strategy`` by name.
+
+    Args:
+        name: str. ``"auto"``: multi-worker when ``TF_CONFIG`` names a
+            cluster of several tasks, a TPU when ``tpu`` is given, mirrored
+            over several local GPUs (or ``cpu_devices``), else the default
+            strategy. ``"cpu"``: one CPU device. ``"mirrored"``: all local
+            GPUs, or ``cpu_devices`` logical CPUs. ``"multiworker"``: the
+            cluster of ``TF_CONFIG``. ``"tpu"``: the TPU at ``tpu``.
+        tpu: str or None. TPU address (``grpc://...``, a TPU name, or
+            ``"local"``).
+        cpu_devices: int or None. Split the CPU into this many logical
+            devices and mirror over them (testing data parallelism on CPU).
+
+    Returns:
+        ``tf.distribute.Strategy``.
+
+    Raises:
+        ValueError: for an unknown name, or multi-worker without ``TF_CONFIG``.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
+    if name == "auto":
+        if _cluster_size() > 1:
+            name = "multiworker"
+        elif tpu:
+            name = "tpu"
+        elif cpu_devices or len(tf.config.list_physical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            return tf.distribute.get_strategy()
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "mirrored":
+        if cpu_devices:
+            split_cpu(cpu_devices)
+            return tf.distribute.MirroredStrategy(
+                [f"/cpu:{i}" for i in range(int(cpu_devices))]
+            )
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if _cluster_size() < 1:
+            raise ValueError(
+                "strategy='multiworker' needs TF_CONFIG with a cluster, e.g. "
+                '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}; TF_CONFIG is not set.'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_multiworker(strategy):
+    """True for ``MultiWorkerMirroredStrategy`` (the collective all-reduce strategy)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy):
+    """True on the worker that writes the run's files (task 0, or no cluster)."""
+    if not is_multiworker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    return resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def task_id(strategy):
+    """This worker's index in a multi-worker cluster (0 otherwise)."""
+    return strategy.cluster_resolver.task_id if is_multiworker(strategy) else 0
+
+
+def _first_local_value(strategy, value):
+    """One local replica's tensor of a ``PerReplica`` value (or the value itself)."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+@contextlib.contextmanager
+def multiworker_fit_support():
+    """Lets ``fit``/``evaluate`` run under ``MultiWorkerMirroredStrategy`` (see module doc).
+
+    Replaces ``TensorFlowTrainer._maybe_symbolic_build`` and the trainer's
+    ``reduce_per_replica`` while active; both defer to Keras' own code for
+    any other strategy. Trace the train/test functions inside it (the first
+    ``fit``/``evaluate`` call does).
+    """
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    keras_reduce = tf_trainer.reduce_per_replica
+    keras_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_per_replica(values, strategy, reduction):
+        if not is_multiworker(strategy) or reduction not in ("auto", "mean"):
+            return keras_reduce(values, strategy, reduction)
+
+        def mean(value):
+            rank = _first_local_value(strategy, value).shape.rank
+            return strategy.reduce("MEAN", value, axis=0 if rank else None)
+
+        return tree.map_structure(mean, values)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or strategy is None or not is_multiworker(strategy):
+            return keras_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = tree.map_structure(
+                lambda v: _first_local_value(strategy, v), next(batches)
+            )
+            break
+        return keras_build(self, data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = keras_reduce
+        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = keras_build
