@@ -1,14 +1,16 @@
 """TF Serving SavedModels: signatures, warm-up requests, version folders.
 
 A served model lives in ``<base>/<model_name>/<version>/`` (TF Serving's
-layout). Its SavedModel has two signatures:
+layout). Its SavedModel has three signatures:
 
 - ``serving_default``: ``images`` float32 ``(batch, height, width,
-  channels)`` with values in [0, 255] (uint8 pixels sent as numbers);
+  channels)`` with values in [0, 255] (REST: pixels as JSON numbers);
+- ``serve_uint8``: the same with uint8 ``images`` (gRPC clients sending
+  raw pixels);
 - ``serve_bytes``: ``image_bytes`` string ``(batch,)`` of encoded JPEG/PNG
   images (REST: ``{"b64": "..."}``), decoded and resized inside.
 
-Both return ``logits`` and ``probabilities`` ``(batch, classes)``,
+All return ``logits`` and ``probabilities`` ``(batch, classes)``,
 ``top_k_ids`` (int32) and ``top_k_probabilities`` ``(batch, k)``, and
 ``top_k_labels`` (string) when labels are given. Preprocessing
 (``x / 127.5 - 1``) is inside the graph.
@@ -89,7 +91,7 @@ def checked_images(images, model):
         expected += f" with height and width positive multiples of the patch size {model.stride}"
     else:
         ok = ok & tf.equal(shape[1], height) & tf.equal(shape[2], width)
-    message = f"serving_default expects images of shape {expected}; got shape"
+    message = f"Expected images of shape {expected}; got shape"
     check = tf.debugging.Assert(ok, [message, tf.shape(images)], summarize=8)
     with tf.control_dependencies([check]):
         return tf.ensure_shape(tf.identity(images), (None, height, width, model.channels))
@@ -135,8 +137,6 @@ class ServingFunctions:
         self.top_k = max(1, min(int(top_k), model.num_classes))
         self.classify = classify_fn(model)
         self.image_size = tuple(image_size or model.image_size)
-        self.images_spec = tf.TensorSpec(None, tf.float32, name="images")
-        self.bytes_spec = tf.TensorSpec((None,), tf.string, name="image_bytes")
 
     def serving_default(self, images):
         """``images`` float32 ``(batch, height, width, channels)`` in [0, 255].
@@ -151,6 +151,10 @@ class ServingFunctions:
         if self.labels is not None:
             outputs["top_k_labels"] = tf.gather(tf.constant(self.labels), top.indices)
         return outputs
+
+    def serve_uint8(self, images):
+        """``images`` uint8 ``(batch, height, width, channels)``: as ``serving_default``."""
+        return self.serving_default(tf.cast(images, tf.float32))
 
     def serve_bytes(self, image_bytes):
         """``image_bytes`` string ``(batch,)``: encoded JPEG or PNG images.
@@ -169,15 +173,17 @@ class ServingFunctions:
         return self.serving_default(images)
 
     def archive(self):
-        """A ``keras.export.ExportArchive`` with both signatures."""
+        """A ``keras.export.ExportArchive`` with the three signatures."""
         archive = keras.export.ExportArchive()
         archive.track(self.model)
-        archive.add_endpoint(
-            "serving_default", self.serving_default, input_signature=[self.images_spec]
+        endpoints = (
+            ("serving_default", self.serving_default, tf.float32, "images"),
+            ("serve_uint8", self.serve_uint8, tf.uint8, "images"),
+            ("serve_bytes", self.serve_bytes, tf.string, "image_bytes"),
         )
-        archive.add_endpoint(
-            "serve_bytes", self.serve_bytes, input_signature=[self.bytes_spec]
-        )
+        for name, function, dtype, key in endpoints:
+            shape = (None,) if dtype == tf.string else None  # image shape checked in-graph
+            archive.add_endpoint(name, function, input_signature=[tf.TensorSpec(shape, dtype, name=key)])
         return archive
 
 
@@ -196,7 +202,7 @@ def write_saved_model(
         model_name: str. Model name in the warm-up requests.
         warmup_images: optional uint8/float array ``(n, height, width,
             channels)`` in [0, 255] at the export size; written as warm-up
-            requests for both signatures.
+            requests for every signature.
     """
     ServingFunctions(model, labels, top_k, image_size).archive().write_out(path, verbose=False)
     if warmup_images is not None:
@@ -206,7 +212,7 @@ def write_saved_model(
 
 
 def write_warmup_requests(path, images, model_name):
-    """Writes TF Serving warm-up ``PredictionLog`` records for both signatures.
+    """Writes TF Serving warm-up ``PredictionLog`` records for every signature.
 
     Args:
         path: str. Usually ``<version>/assets.extra/tf_serving_warmup_requests``.
@@ -215,10 +221,11 @@ def write_warmup_requests(path, images, model_name):
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    images = np.asarray(images)
-    encoded = [tf.io.encode_png(np.round(image).astype("uint8")).numpy() for image in images]
+    pixels = np.round(np.asarray(images)).astype("uint8")
+    encoded = [tf.io.encode_png(image).numpy() for image in pixels]
     requests = {
-        "serving_default": ("images", tf.make_tensor_proto(images.astype("float32"))),
+        "serving_default": ("images", tf.make_tensor_proto(np.asarray(images, "float32"))),
+        "serve_uint8": ("images", tf.make_tensor_proto(pixels)),
         "serve_bytes": ("image_bytes", tf.make_tensor_proto(encoded, dtype=tf.string)),
     }
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -65,7 +66,9 @@ def convert_tflite(model, path, quantization="float32", representative_images=No
             source, signature_keys=["serving_default"]
         )
         _configure(converter, quantization, representative_images)
-        flatbuffer = converter.convert()
+        with warnings.catch_warnings():  # int8 calibration uses tf.lite.Interpreter
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            flatbuffer = converter.convert()
     partial = f"{path}.partial"
     with open(partial, "wb") as file:
         file.write(flatbuffer)

@@ -77,7 +77,7 @@ def test_saved_model_matches_keras(exported, signatures, pixels):
     np.testing.assert_array_equal(labels, np.asarray(LABELS)[top])
 
 
-def test_saved_model_cli_lists_both_signatures(exported):
+def test_saved_model_cli_lists_all_signatures(exported):
     shown = subprocess.run(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
          "--all", "--dir", exported[0].path],
@@ -85,17 +85,20 @@ def test_saved_model_cli_lists_both_signatures(exported):
     )
     assert shown.returncode == 0, shown.stderr
     for text in ("signature_def['serving_default']", "signature_def['serve_bytes']",
+                 "signature_def['serve_uint8']",
                  "inputs['images']", "inputs['image_bytes']", "outputs['top_k_labels']"):
         assert text in shown.stdout
     assert "DT_BFLOAT16" not in shown.stdout and "DT_HALF" not in shown.stdout
 
 
-def test_serve_bytes_png_equals_serving_default(signatures, pixels):
+def test_serve_bytes_png_and_uint8_equal_serving_default(signatures, pixels):
     images = np.round(pixels).astype("uint8")
     encoded = [tf.io.encode_png(image).numpy() for image in images]
     from_bytes = signatures["serve_bytes"](image_bytes=tf.constant(encoded))
+    from_uint8 = signatures["serve_uint8"](images=tf.constant(images))
     from_pixels = signatures["serving_default"](images=tf.constant(images.astype("float32")))
     np.testing.assert_allclose(from_bytes["logits"], from_pixels["logits"], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(from_uint8["logits"], from_pixels["logits"])
 
 
 def test_serve_bytes_resizes_jpeg(signatures):
@@ -113,7 +116,7 @@ def test_warmup_requests_parse_and_run(exported, signatures):
     path = f"{exported[0].path}/assets.extra/tf_serving_warmup_requests"
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
     assert [r.predict_log.request.model_spec.signature_name for r in records] == [
-        "serving_default", "serve_bytes",
+        "serving_default", "serve_uint8", "serve_bytes",
     ]
     for record in records:
         request = record.predict_log.request
@@ -153,7 +156,7 @@ def test_onnx_runs_in_onnxruntime_and_matches_keras(exported, pixels):
 
 
 def test_bad_inputs_give_clear_errors(signatures):
-    expected = r"expects images of shape \(batch, 32, 32, 3\); got shape"
+    expected = r"Expected images of shape \(batch, 32, 32, 3\); got shape"
     for shape in [(32, 32, 3), (1, 48, 48, 3), (1, 32, 32, 1)]:  # rank, size, channels
         with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
             signatures["serving_default"](images=tf.zeros(shape))
