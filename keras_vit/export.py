@@ -268,10 +268,49 @@ def export_model(
     quantize = _checked(quantize, QUANTIZATIONS[1:], "quantization")
     if quantize and "tflite" not in formats:
         raise ValueError(f"quantize={quantize} needs the 'tflite' format; got formats {formats}.")
+    if "int8" in quantize and representative_images is None:
+        raise ValueError(
+            "quantize='int8' needs representative_images (n, H, W, C) in [0, 255] "
+            "for calibration; got None."
+        )
     static = export_copy(model, image_size, posemb_interpolation)
     served = static
     if dynamic_resolution:
         served = export_copy(model, None, static.posemb_interpolation, dynamic_resolution=True)
+    samples = _parity_samples(samples, representative_images, static)
+    model_name = model_name or model.name
+    model_dir = os.path.join(os.fspath(output_dir), model_name)
+    version = next_free_version(model_dir, version)
+    os.makedirs(model_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    final = os.path.join(model_dir, str(version))
+    try:
+        artifacts = {}
+        progress = tqdm(_plan(formats, quantize), desc="export", unit="artifact", disable=not verbose)
+        for name, filename in progress:
+            progress.set_postfix_str(name)
+            path = os.path.normpath(os.path.join(staging, filename))
+            _write(name, served, static, path, labels, top_k, model_name, samples,
+                   representative_images, opset)
+            artifacts[name] = path
+        _write_info(staging, static, served, labels, rows=[])  # read by load_artifact
+        rows = _check_parity(static, artifacts, samples, verbose)
+        _write_info(staging, static, served, labels, rows)
+        _publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    artifacts = {
+        name: os.path.normpath(os.path.join(final, os.path.relpath(path, staging)))
+        for name, path in artifacts.items()
+    }
+    for row in rows:
+        row.path = artifacts[row.artifact]
+    return ExportResult(final, version, artifacts, rows)
+
+
+def _parity_samples(samples, representative_images, static):
+    """Parity inputs: ``samples``, else the calibration images, else ``sample_images``."""
     if samples is None:
         samples = representative_images
     if samples is None:
@@ -283,50 +322,32 @@ def export_model(
             f"Sample/representative images must have shape (n, {expected[0]}, "
             f"{expected[1]}, {expected[2]}); got {samples.shape}."
         )
-    model_name = model_name or model.name
-    model_dir = os.path.join(os.fspath(output_dir), model_name)
-    version = next_free_version(model_dir, version)
-    steps = _plan(formats, quantize)
-    os.makedirs(model_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
-    try:
-        artifacts = {}
-        progress = tqdm(steps, desc="export", unit="artifact", disable=not verbose)
-        for name, filename in progress:
-            progress.set_postfix_str(name)
-            path = os.path.normpath(os.path.join(staging, filename))
-            _write(name, served, static, path, labels, top_k, model_name, samples,
-                   representative_images, opset)
-            artifacts[name] = path
-        _write_info(staging, static, served, labels, rows=[])
-        reference = static(preprocess_input(samples), training=False).numpy()
-        rows = [
-            parity_row(name, path, load_artifact(path)(samples), reference)
-            for name, path in artifacts.items()
-        ]
-        if verbose:
-            print(format_parity(rows))
-        if not all(row.ok for row in rows):
-            raise ExportParityError(
-                "Exported artifacts differ from the Keras model beyond "
-                f"tolerance; nothing was written.\n{format_parity(rows)}"
-            )
-        _write_info(staging, static, served, labels, rows)
-        final = os.path.join(model_dir, str(version))
-        if os.path.exists(final):
-            raise FileExistsError(f"Version folder {final} appeared during the export.")
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; servers read it
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    relocate = {
-        name: os.path.normpath(os.path.join(final, os.path.relpath(path, staging)))
+    return samples
+
+
+def _check_parity(static, artifacts, samples, verbose):
+    """Runs every artifact on ``samples``; raises ``ExportParityError`` beyond tolerance."""
+    reference = static(preprocess_input(samples), training=False).numpy()
+    rows = [
+        parity_row(name, path, load_artifact(path)(samples), reference)
         for name, path in artifacts.items()
-    }
-    for row in rows:
-        row.path = relocate[row.artifact]
-    return ExportResult(final, version, relocate, rows)
+    ]
+    if verbose:
+        print(format_parity(rows))
+    if not all(row.ok for row in rows):
+        raise ExportParityError(
+            "Exported artifacts differ from the Keras model beyond "
+            f"tolerance; nothing was written.\n{format_parity(rows)}"
+        )
+    return rows
+
+
+def _publish(staging, final):
+    """Renames the finished staging folder to the version folder (atomic)."""
+    if os.path.exists(final):
+        raise FileExistsError(f"Version folder {final} appeared during the export.")
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; servers read it
+    os.rename(staging, final)
 
 
 def next_free_version(model_dir, version=None):

@@ -185,6 +185,8 @@ def test_export_rejects_bad_arguments(fixtures_dir, exported, tmp_path):
         export_model(model, tmp_path, ["torchscript"], verbose=False)
     with pytest.raises(ValueError, match="needs the 'tflite' format"):
         export_model(model, tmp_path, ["onnx"], quantize=["int8"], verbose=False)
+    with pytest.raises(ValueError, match="needs representative_images"):
+        export_model(model, tmp_path, ["tflite"], quantize=["int8"], verbose=False)
     with pytest.raises(ValueError, match="not divisible by the patch size"):
         export_model(model, tmp_path, ["saved_model"], image_size=36, verbose=False)
     with pytest.raises(ValueError, match="labels"):

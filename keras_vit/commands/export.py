@@ -154,6 +154,11 @@ def run(args):
         if len(args.image_size) > 2:
             raise ValueError(f"--image-size takes SIZE or HEIGHT WIDTH; got {args.image_size}.")
         image_size = _pair((args.image_size[0], args.image_size[-1]), "image_size")
+    if "int8" in args.quantize and args.representative_data is None:
+        raise ValueError(
+            "--quantize int8 needs --representative-data (a folder of images, or "
+            "'digits' for models trained on the built-in data)."
+        )
     calibration = None
     if args.representative_data is not None:
         calibration = representative_images(
