@@ -19,6 +19,12 @@ places in ``keras.src.backend.tensorflow.trainer`` are at fault:
 
 ``multiworker_fit_support()`` replaces both, only while it is active and only
 for the collective strategy; everything else goes to Keras' own code.
+
+Keras 3 also clips by global norm *before* it all-reduces the gradients, so
+under data parallelism each replica clips its own partial gradient and the
+result depends on the number of replicas. ``clip_after_all_reduce`` gives an
+optimiser class whose global-norm clipping sees the summed gradient, as on
+one device.
 """
 
 from __future__ import annotations
@@ -133,6 +139,43 @@ def is_chief(strategy):
 def task_id(strategy):
     """This worker's index in a multi-worker cluster (0 otherwise)."""
     return strategy.cluster_resolver.task_id if is_multiworker(strategy) else 0
+
+
+def clip_after_all_reduce(optimizer_class):
+    """``optimizer_class`` with global-norm clipping of the all-reduced gradient.
+
+    In a replica context with several replicas, the clip factor
+    ``min(1, global_clipnorm / ||sum of replica gradients||)`` is computed
+    from an extra all-reduce of the gradients and applied to each replica's
+    gradient before Keras sums them; with one replica (or no clipping) it is
+    Keras' own behaviour. Costs one more all-reduce per step when clipping.
+
+    Args:
+        optimizer_class: a ``keras.optimizers.Optimizer`` subclass.
+
+    Returns:
+        A subclass of the same name.
+    """
+
+    class ReplicaConsistentClipping(optimizer_class):
+        def _clip_gradients(self, grads):
+            context = tf.distribute.get_replica_context()
+            if (
+                not self.global_clipnorm
+                or context is None
+                or context.num_replicas_in_sync == 1
+            ):
+                return super()._clip_gradients(grads)
+            summed = context.all_reduce(
+                tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None]
+            )
+            norm = tf.linalg.global_norm(summed)
+            factor = tf.minimum(1.0, self.global_clipnorm / tf.maximum(norm, 1e-12))
+            return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
+
+    ReplicaConsistentClipping.__name__ = optimizer_class.__name__
+    ReplicaConsistentClipping.__qualname__ = optimizer_class.__qualname__
+    return ReplicaConsistentClipping
 
 
 def _first_local_value(strategy, value):

@@ -23,7 +23,11 @@ from keras_vit import strategies
 from keras_vit.models import ViT, build_variant
 from keras_vit.schedules import WarmupDecay
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZER_CLASSES = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+}
 
 
 def build_optimizer(recipe, total_steps):
@@ -43,8 +47,8 @@ def build_optimizer(recipe, total_steps):
         ValueError: for an unknown optimiser name.
     """
     name = recipe["optimizer"]
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
+    if name not in OPTIMIZER_CLASSES:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZER_CLASSES)}, got {name!r}.")
     warmup_steps = recipe["warmup_steps"]
     if warmup_steps >= total_steps:
         warmup_steps = total_steps // 10
@@ -63,14 +67,15 @@ def build_optimizer(recipe, total_steps):
         "global_clipnorm": recipe["global_clipnorm"],
         "gradient_accumulation_steps": recipe["gradient_accumulation_steps"],
     }
+    optimizer_class = strategies.clip_after_all_reduce(OPTIMIZER_CLASSES[name])
     if name == "sgd":
-        return keras.optimizers.SGD(
+        return optimizer_class(
             momentum=recipe["momentum"], weight_decay=recipe["weight_decay"] or None, **common
         )
     adam_args = {"beta_1": recipe["beta_1"], "beta_2": recipe["beta_2"], **common}
     if name == "adamw":
-        return keras.optimizers.AdamW(weight_decay=recipe["weight_decay"], **adam_args)
-    return keras.optimizers.Adam(weight_decay=recipe["weight_decay"] or None, **adam_args)
+        return optimizer_class(weight_decay=recipe["weight_decay"], **adam_args)
+    return optimizer_class(weight_decay=recipe["weight_decay"] or None, **adam_args)
 
 
 def build_model(recipe, num_classes):
@@ -177,6 +182,16 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if value is not None and self.sign * value > self.best:
             self.best = self.sign * value
             save_model_atomic(self.model, self.path)
+
+
+def tensorboard_callbacks(log_dir):
+    """``[TensorBoard(log_dir)]``, or ``[]`` with a notice when tensorboard is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        print("TensorBoard logs skipped: the tensorboard package is not installed.")
+        return []
+    return [keras.callbacks.TensorBoard(str(log_dir))]
 
 
 def open_data(recipe):
@@ -294,7 +309,7 @@ def _fit_and_evaluate(recipe, strategy, output):
     if strategies.is_chief(strategy):
         callbacks.append(BestModelCheckpoint(output / "best.keras"))
         if recipe["tensorboard"]:
-            callbacks.append(keras.callbacks.TensorBoard(str(output / "logs")))
+            callbacks += tensorboard_callbacks(output / "logs")
 
     fit_support = (
         strategies.multiworker_fit_support()
@@ -354,14 +369,13 @@ def evaluate_saved_model(path, data, split="test", data_dir=None, batch_size=64)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file not found: {path}")
     model = keras.saving.load_model(path, safe_mode=True)
-    height, width, channels = model.input_shape[1:]
-    source = vit_data.open_source(data, split, data_dir, channels=channels)
+    source = vit_data.open_source(data, split, data_dir, channels=model.channels)
     if source.num_classes > model.num_classes:
         raise ValueError(
             f"{data} has {source.num_classes} classes; the model's head has {model.num_classes}."
         )
     source.num_classes = model.num_classes
     compile_model(model, "sgd", {"label_smoothing": 0.0, "jit_compile": False})
-    dataset = vit_data.eval_pipeline(source, (height, width), batch_size)
+    dataset = vit_data.eval_pipeline(source, model.image_size, batch_size)
     loss, accuracy = model.evaluate(dataset, verbose="auto")
     return {"accuracy": float(accuracy), "loss": float(loss), "num_examples": source.num_examples}
