@@ -25,6 +25,7 @@ from keras import initializers, layers, ops
 from keras_vit.posemb import POSEMB_INTERPOLATIONS, resize_position_embedding
 
 _PACKAGE = "keras_vit"
+_QKV = ("query", "key", "value")
 
 
 def gelu(x, approximate=False):
@@ -197,11 +198,16 @@ class MultiHeadSelfAttention(layers.Layer):
 
     Kernels in the official layout: ``query``/``key``/``value`` kernels
     ``(D, heads, head_dim)`` with biases ``(heads, head_dim)``, ``out``
-    kernel ``(heads, head_dim, D)`` with bias ``(D,)``. The fast path is
-    ``keras.ops.dot_product_attention``; the explicit path (taken when the
-    attention weights are asked for, or for attention dropout in training)
-    computes the softmax in float32 and can return the weights
-    ``(B, heads, T, T)``.
+    kernel ``(heads, head_dim, D)`` with bias ``(D,)``. One path serves
+    inference, training and ``return_attention_scores`` (the float32
+    softmax weights ``(B, heads, T, T)``): a fused QKV GEMM, the two
+    attention products in head-major layout, and the output GEMM; the
+    softmax runs in float32 under mixed precision. It is written out rather
+    than calling ``keras.ops.dot_product_attention`` because on the
+    TensorFlow backend that op is the same einsum/softmax/einsum (no fused
+    CPU kernel; ``flash_attention`` is rejected) and, in its
+    ``(B, T, heads, head_dim)`` layout, costs four transposes per block
+    instead of two.
 
     Args:
         num_heads: int. Number of attention heads; must divide ``D``.
@@ -224,7 +230,7 @@ class MultiHeadSelfAttention(layers.Layer):
         head_dim = hidden // self.num_heads
         qkv_shape = (hidden, self.num_heads, head_dim)
         glorot_in = _fan_initializer("glorot_uniform", (hidden, hidden))
-        for name in ("query", "key", "value"):
+        for name in _QKV:
             kernel = self.add_weight(
                 name=f"{name}_kernel", shape=qkv_shape, initializer=glorot_in
             )
@@ -245,26 +251,46 @@ class MultiHeadSelfAttention(layers.Layer):
         )
         self.head_dim = head_dim
 
-    def _project(self, x, name):
-        kernel = getattr(self, f"{name}_kernel")
-        bias = getattr(self, f"{name}_bias")
-        return ops.einsum("btd,dhk->bthk", x, kernel) + bias
+    def _project(self, x):
+        """Fused projection: ``(B, T, D) -> 3 x (B, heads, T, head_dim)``.
+
+        The three official kernels are concatenated into one ``(D, 3 D)``
+        matrix (the query part pre-scaled by ``1 / sqrt(head_dim)``, exact
+        for power-of-two head sizes), so the projection is one 2-D GEMM whose
+        bias add oneDNN fuses, instead of three batched products. One
+        transpose then gives the head-major layout in which both attention
+        products are plain batched matmuls.
+        """
+        hidden = self.num_heads * self.head_dim
+        scale = 1.0 / math.sqrt(self.head_dim)
+        kernels, biases = [], []
+        for name in _QKV:
+            kernel = ops.reshape(getattr(self, f"{name}_kernel"), (-1, hidden))
+            bias = ops.reshape(getattr(self, f"{name}_bias"), (hidden,))
+            if name == "query":
+                kernel, bias = kernel * scale, bias * scale
+            kernels.append(kernel)
+            biases.append(bias)
+        kernel = ops.cast(ops.concatenate(kernels, axis=-1), x.dtype)
+        bias = ops.cast(ops.concatenate(biases, axis=0), x.dtype)
+        batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = ops.matmul(ops.reshape(x, (-1, hidden)), kernel) + bias
+        qkv = ops.reshape(qkv, (batch, tokens, 3, self.num_heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
+        return qkv[0], qkv[1], qkv[2]
 
     def call(self, x, training=None, return_attention_scores=False):
-        q = self._project(x, "query")
-        k = self._project(x, "key")
-        v = self._project(x, "value")
-        explicit = return_attention_scores or (training and self.dropout_rate > 0)
-        scores = None
-        if explicit:
-            logits = ops.einsum("bqhk,bshk->bhqs", q, k)
-            logits = ops.cast(logits, "float32") / math.sqrt(self.head_dim)
-            scores = ops.softmax(logits, axis=-1)
-            probs = self.attention_dropout(ops.cast(scores, v.dtype), training=training)
-            context = ops.einsum("bhqs,bshk->bqhk", probs, v)
-        else:
-            context = ops.dot_product_attention(q, k, v)
-        out = ops.einsum("bthk,hkd->btd", context, self.out_kernel) + self.out_bias
+        batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+        hidden = self.num_heads * self.head_dim
+        q, k, v = self._project(x)
+        logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
+        scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        probs = self.attention_dropout(ops.cast(scores, v.dtype), training=training)
+        context = ops.einsum("bhqs,bhsk->bhqk", probs, v)
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, hidden))
+        kernel = ops.cast(ops.reshape(self.out_kernel, (hidden, hidden)), x.dtype)
+        out = ops.matmul(context, kernel) + ops.cast(self.out_bias, x.dtype)
+        out = ops.reshape(out, (batch, tokens, hidden))
         if return_attention_scores:
             return out, scores
         return out
@@ -314,10 +340,14 @@ class MlpBlock(layers.Layer):
         self.dense_1.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, x, training=None):
+        shape = ops.shape(x)
+        # On 2-D tokens each Dense is one MatMul + BiasAdd, which oneDNN
+        # fuses with the GELU that follows (a 3-D Dense is a Tensordot).
+        x = ops.reshape(x, (-1, shape[-1]))
         x = gelu(self.dense_0(x), approximate=self.approximate_gelu)
         x = self.dropout(x, training=training)
-        x = self.dense_1(x)
-        return self.dropout(x, training=training)
+        x = self.dropout(self.dense_1(x), training=training)
+        return ops.reshape(x, shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape
