@@ -409,6 +409,12 @@ def _write(name, served, static, path, labels, top_k, model_name, samples,
         convert_onnx(static, path, opset)
 
 
+def _row_json(row, folder):
+    """A parity row as strict JSON: relative path, no tolerance when unbounded."""
+    tolerance = row.tolerance if np.isfinite(row.tolerance) else None
+    return {**asdict(row), "path": os.path.relpath(row.path, folder), "tolerance": tolerance}
+
+
 def _write_info(folder, static, served, labels, rows):
     info = dict(
         image_size=list(static.image_size),
@@ -417,7 +423,7 @@ def _write_info(folder, static, served, labels, rows):
         posemb_interpolation=static.posemb_interpolation,
         num_classes=static.num_classes,
         labels=None if labels is None else [str(label) for label in labels],
-        parity=[{**asdict(row), "path": os.path.relpath(row.path, folder)} for row in rows],
+        parity=[_row_json(row, folder) for row in rows],
     )
     with open(os.path.join(folder, EXPORT_INFO), "w") as file:
         json.dump(info, file, indent=1)

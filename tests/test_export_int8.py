@@ -59,3 +59,16 @@ def test_int8_file_has_integer_kernels(digits_export):
     interpreter = Interpreter(model_path=digits_export[0].artifacts["tflite_int8"])
     dtypes = {detail["dtype"].__name__ for detail in interpreter.get_tensor_details()}
     assert "int8" in dtypes
+
+
+def test_export_info_is_strict_json(digits_export):
+    import json
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    with open(f"{digits_export[0].path}/export_info.json") as file:
+        info = json.load(file, parse_constant=reject)
+    rows = {row["artifact"]: row for row in info["parity"]}
+    assert rows["tflite_int8"]["tolerance"] is None  # judged by top-1 agreement only
+    assert rows["tflite_int8"]["top1_agreement"] >= rows["tflite_int8"]["min_agreement"]
