@@ -293,6 +293,13 @@ def split_dev(source, percent):
     )
 
 
+def _with_known_size(source):
+    """The source's dataset with its example count declared (progress bars, epoch ends)."""
+    if source.num_examples is None:
+        return source.dataset
+    return source.dataset.apply(tf.data.experimental.assert_cardinality(source.num_examples))
+
+
 def _options(deterministic):
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
@@ -388,7 +395,7 @@ def train_pipeline(
     """
     settings = _augment_settings(augment)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    dataset = source.dataset
+    dataset = _with_known_size(source)
     if cache:
         dataset = dataset.cache()
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -431,7 +438,7 @@ def eval_pipeline(source, image_size, batch_size, cache=False):
         labels (batch, classes) float32)``.
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    dataset = source.dataset.map(
+    dataset = _with_known_size(source).map(
         lambda image, label: (tf.image.resize(tf.cast(image, tf.float32), size, antialias=True), label),
         num_parallel_calls=AUTOTUNE,
     )

@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -111,7 +112,10 @@ def build_model(recipe, num_classes):
     else:
         from keras_vit.weights import model_from_checkpoint
 
-        model = model_from_checkpoint(weights, num_classes=num_classes, **config)
+        with warnings.catch_warnings():
+            if recipe["new_head"]:  # the checkpoint's head is replaced on purpose
+                warnings.filterwarnings("ignore", message="Not loading the checkpoint's 'head'")
+            model = model_from_checkpoint(weights, num_classes=num_classes, **config)
     if recipe["new_head"]:
         for variable in model.head.weights:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
