@@ -36,6 +36,10 @@ INFERENCE = ("infer_b1", "infer_b16")
 
 IMPLS = {
     "keras-vit": Impl(keras_impls.build_keras_vit, ALL_TASKS, ("fp32", "bf16"), True),
+    "keras-vit-onednn": Impl(
+        functools.partial(keras_impls.build_keras_vit, jit_compile=False),
+        ALL_TASKS, ("fp32", "bf16"), True,
+    ),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
