@@ -85,3 +85,17 @@ def test_quickstart_export_predicts_a_digit_through_the_saved_model(tmp_path, ca
     assert predicted == keras_prediction
     assert (tmp_path / "digit.png").exists()
     assert f"is predicted {predicted}" in capsys.readouterr().out
+
+
+def test_cli_export_at_another_size_reproduces_the_reference(exported, fixtures_dir):
+    folder, _, _ = exported
+    code = cli.main([
+        "export", "--model", str(folder / "vit_token.keras"), "--output", str(folder / "at48"),
+        "--image-size", "48", "--posemb-interpolation", "bilinear",
+    ])
+    assert code == 0
+    reference = np.load(fixtures_dir / "vit_token" / "reference.npz")
+    artifact = keras_vit.load_artifact(folder / "at48" / "vit_token")
+    assert artifact.image_size == (48, 48)
+    logits = artifact((reference["inputs_48x48"] + 1.0) * 127.5)
+    assert np.max(np.abs(logits - reference["logits_48x48_A"])) <= 1e-5
