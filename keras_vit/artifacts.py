@@ -142,8 +142,9 @@ def _load_tflite(path):
     def run(images):
         return np.concatenate([runner(images=image[None])["logits"] for image in images])
 
-    info = _export_info(path)
-    return Artifact(path, "tflite", run, detail["shape"][1:3], detail["shape"][3], info.get("labels"))
+    info = _export_info(path)  # the export size of dynamic-resolution files
+    image_size = info.get("image_size") or detail["shape"][1:3]
+    return Artifact(path, "tflite", run, image_size, detail["shape"][3], info.get("labels"))
 
 
 def _load_onnx(path):
@@ -157,8 +158,9 @@ def _load_onnx(path):
     def run(images):
         return session.run([logits], {model_input.name: images})[0]
 
-    info = _export_info(path)
-    return Artifact(path, "onnx", run, model_input.shape[1:3], model_input.shape[3], info.get("labels"))
+    info = _export_info(path)  # the export size of dynamic-resolution files
+    image_size = info.get("image_size") or model_input.shape[1:3]
+    return Artifact(path, "onnx", run, image_size, model_input.shape[3], info.get("labels"))
 
 
 def top_k(logits, k=5, labels=None):

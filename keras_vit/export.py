@@ -235,10 +235,11 @@ def export_model(
         posemb_interpolation: optional str. Resize method of the position
             embeddings (``"official"``, ``"bilinear"``, ``"bicubic"``,
             ``"bicubic_hf"``); the model's by default.
-        dynamic_resolution: bool. The SavedModel's ``serving_default``
-            accepts any height/width the patch size divides and resizes the
-            position embeddings in the graph (same numbers as the static
-            path); ``serve_bytes``, TFLite and ONNX use ``image_size``.
+        dynamic_resolution: bool. The SavedModel (``serving_default``,
+            ``serve_uint8``), TFLite and ONNX files accept any height/width
+            the patch size divides and resize the position embeddings in
+            the graph (same numbers as the static path); ``serve_bytes``
+            resizes images to ``image_size``, where parity is checked.
         quantize: iterable of ``"float16"``, ``"dynamic"``, ``"int8"``:
             extra TFLite files next to the float32 one.
         labels: optional list of class names (``top_k_labels`` output).
@@ -402,11 +403,11 @@ def _write(name, served, static, path, labels, top_k, model_name, samples,
         from keras_vit.tflite import convert_tflite
 
         quantization = name.partition("_")[2] or "float32"
-        convert_tflite(static, path, quantization, representative_images)
+        convert_tflite(served, path, quantization, representative_images)
     else:
         from keras_vit.onnx_export import convert_onnx
 
-        convert_onnx(static, path, opset)
+        convert_onnx(served, path, opset)
 
 
 def _row_json(row, folder):

@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.serving import classify_fn
+from keras_vit.serving import classify_fn, images_spec
 
 MAX_OPSET = 18
 
@@ -24,8 +24,9 @@ def convert_onnx(model, path, opset=17):
     """Converts ``model`` to an ``.onnx`` file, checked with onnxruntime.
 
     Args:
-        model: a built float32 ``keras_vit.ViT`` with a linear head and a
-            static input size.
+        model: a built float32 ``keras_vit.ViT`` with a linear head; with
+            ``dynamic_resolution`` the file takes any multiple of the patch
+            size.
         path: str. Output ``.onnx`` file (written atomically).
         opset: int. ONNX opset, at most 18 (tf2onnx 1.17's highest).
 
@@ -41,7 +42,7 @@ def convert_onnx(model, path, opset=17):
 
     if not 7 <= int(opset) <= MAX_OPSET:
         raise ValueError(f"opset must be in 7..{MAX_OPSET} (tf2onnx), got {opset}.")
-    spec = tf.TensorSpec((None, *model.image_size, model.channels), tf.float32, name="images")
+    spec = images_spec(model)
     classify = classify_fn(model)
 
     @tf.function(input_signature=[spec])

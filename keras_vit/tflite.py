@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.serving import classify_fn
+from keras_vit.serving import classify_fn, images_spec
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -30,8 +30,9 @@ def convert_tflite(model, path, quantization="float32", representative_images=No
     wrong numbers with Keras 3 models).
 
     Args:
-        model: a built float32 ``keras_vit.ViT`` with a linear head and a
-            static input size.
+        model: a built float32 ``keras_vit.ViT`` with a linear head; with
+            ``dynamic_resolution`` the file takes any multiple of the patch
+            size.
         path: str. Output ``.tflite`` file.
         quantization: str. ``"float32"`` (none), ``"float16"`` (weights in
             float16), ``"dynamic"`` (dynamic-range int8 weights) or
@@ -56,7 +57,7 @@ def convert_tflite(model, path, quantization="float32", representative_images=No
             "Full-integer int8 quantization needs representative images "
             "(array (n, height, width, channels) in [0, 255]); got None."
         )
-    spec = tf.TensorSpec((None, *model.image_size, model.channels), tf.float32, name="images")
+    spec = images_spec(model)
     with tempfile.TemporaryDirectory(prefix="keras_vit_tflite_") as source:
         archive = keras.export.ExportArchive()
         archive.track(model)

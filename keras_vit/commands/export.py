@@ -48,7 +48,8 @@ def add_arguments(parser):
     parser.add_argument("--version", type=int, default=None, help="Version number (default: next free).")
     parser.add_argument(
         "--dynamic-resolution", action="store_true",
-        help="SavedModel takes any height/width the patch size divides.",
+        help="SavedModel, TFLite and ONNX take any height/width the patch size "
+        "divides (position embeddings resized in the graph).",
     )
     parser.add_argument(
         "--quantize", type=_comma_list, default=[],
