@@ -58,6 +58,7 @@ DEFAULTS = {
     "steps_per_epoch": None,  # with `steps`: log and checkpoint every N steps
     "seed": 0,
     "jit_compile": False,
+    "steps_per_execution": 1,  # batches per compiled call (fewer Python round trips)
     "mixed_precision": False,  # False | True (mixed_bfloat16) | a policy name
     "strategy": "auto",  # auto | cpu | mirrored | multiworker | tpu
     "tpu": None,  # TPU address for strategy=tpu
@@ -69,6 +70,19 @@ DEFAULTS = {
 
 #: Short names accepted by ``--set`` for the most common keys.
 ALIASES = {"variant": "model.variant"}
+
+
+def add_override_argument(parser):
+    """Adds ``--set KEY=VALUE ...`` (recipe overrides) to a command's parser."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override recipe keys; values are YAML (epochs=3, data=DIR, weights=PATH, "
+        "model.hidden_size=32, mixed_precision=true, jit_compile=false).",
+    )
 
 
 def recipe_path(name_or_path):

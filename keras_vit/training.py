@@ -131,6 +131,7 @@ def compile_model(model, optimizer, recipe):
         ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=bool(recipe["jit_compile"]),
+        steps_per_execution=recipe.get("steps_per_execution") or 1,
     )
 
 

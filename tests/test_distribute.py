@@ -16,19 +16,12 @@ import keras
 import keras_vit  # noqa: F401  (registers the model class for loading)
 import numpy as np
 import pytest
+from test_training import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 240  # seconds per process; a hung collective fails the test instead of CI
-TINY_DIGITS = [
-    "model.hidden_size=16",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.mlp_dim=32",
-    "batch_size=64",
-    "jit_compile=false",
-    "verbose=2",
-]
+TINY_DIGITS = [*TINY_MODEL, "verbose=2"]
 
 MIRRORED_VS_ONE_DEVICE = """
 import json

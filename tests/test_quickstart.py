@@ -11,9 +11,8 @@ from keras_vit.data import load_digits
 
 def test_quickstart_writes_model_and_metrics(tmp_path, capsys):
     output = tmp_path / "quickstart"
-    code = cli.main(
-        ["quickstart", "--output", str(output), "--epochs", "1", "--set", "jit_compile=false"]
-    )
+    overrides = ["jit_compile=false", "model.num_layers=1"]
+    code = cli.main(["quickstart", "--output", str(output), "--epochs", "1", "--set", *overrides])
     assert code == 0
     assert "Test accuracy:" in capsys.readouterr().out
 

@@ -13,16 +13,16 @@ from keras_vit.recipes import DEFAULTS, PIPELINES_DIR, load_recipe
 from keras_vit.schedules import WarmupDecay
 from keras_vit.training import build_model, build_optimizer, train
 
-TINY_DIGITS = [
+#: Overrides that shrink digits_scratch to a model that trains in seconds.
+TINY_MODEL = [
     "model.hidden_size=16",
     "model.num_layers=1",
     "model.num_heads=2",
     "model.mlp_dim=32",
     "batch_size=64",
-    "epochs=1",
     "jit_compile=false",
-    "verbose=0",
 ]
+TINY_DIGITS = [*TINY_MODEL, "epochs=1", "verbose=0"]
 
 
 def test_warmup_then_cosine_and_linear_decay():

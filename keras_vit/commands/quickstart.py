@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_vit.recipes import add_override_argument
+
 NAME = "quickstart"
 HELP = "Train a small ViT from scratch on the built-in digits (recipe digits_scratch)."
 RECIPE = "digits_scratch"
@@ -17,14 +19,7 @@ def add_arguments(parser):
         "--epochs", type=int, default=None, help="Epochs (default: the recipe's, 60)."
     )
     parser.add_argument("--seed", type=int, default=None, help="Random seed (default: 0).")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override recipe keys, as for `keras-vit train` (e.g. jit_compile=false).",
-    )
+    add_override_argument(parser)
 
 
 def run(args):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_vit.recipes import add_override_argument
+
 NAME = "train"
 HELP = "Train or fine-tune a ViT with a recipe from pipelines/ (or any recipe YAML)."
 
@@ -10,15 +12,7 @@ def add_arguments(parser):
     parser.add_argument(
         "recipe", help="Recipe name in pipelines/ (e.g. cifar10_finetune) or a YAML file."
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override recipe keys; values are YAML (epochs=3, data=DIR, weights=PATH, "
-        "model.hidden_size=32, mixed_precision=true).",
-    )
+    add_override_argument(parser)
     parser.add_argument("--output", help="Run directory (default: runs/<recipe name>).")
     parser.add_argument(
         "--strategy",
