@@ -45,7 +45,8 @@ def predictions(capsys, artifact, images, *extra):
 
 
 @pytest.mark.parametrize(
-    "artifact", ["vit_token.keras", "out/vit_token", "out/vit_token/1/model.tflite", "out/vit_token/1/model.onnx"]
+    "artifact",
+    ["vit_token.keras", "out/vit_token", "out/vit_token/1/model.tflite", "out/vit_token/1/model.onnx"],
 )
 def test_every_artifact_prints_the_keras_top_k(exported, artifact, capsys):
     folder, images, logits = exported

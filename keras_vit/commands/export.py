@@ -44,7 +44,9 @@ def add_arguments(parser):
         help="Comma-separated: saved_model,tflite,onnx (default saved_model).",
     )
     parser.add_argument("--output", required=True, help="Base folder: OUTPUT/<model-name>/<version>/.")
-    parser.add_argument("--model-name", default=None, help="Folder / TF Serving name (default: the model's name).")
+    parser.add_argument(
+        "--model-name", default=None, help="Folder / TF Serving name (default: the model's name)."
+    )
     parser.add_argument("--version", type=int, default=None, help="Version number (default: next free).")
     parser.add_argument(
         "--dynamic-resolution", action="store_true",
