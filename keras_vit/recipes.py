@@ -33,7 +33,7 @@ DEFAULTS = {
     "eval_batch_size": None,
     "cache": False,
     "shuffle_buffer": 10_000,
-    "deterministic": False,
+    "deterministic": False,  # fixed tf.data order and deterministic ops (slower)
     "augment": {},
     # model
     "model": {},

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from keras_vit import data as vit_data
 from keras_vit import strategies
@@ -251,6 +252,23 @@ def dtype_policy_of(mixed_precision):
     return mixed_precision or "float32"
 
 
+def check_strategy_support(recipe, strategy):
+    """Rejects settings Keras cannot run under ``strategy``.
+
+    Raises:
+        ValueError: for gradient accumulation over several replicas (Keras
+            3 accumulates inside a ``cond``, where ``tf.distribute`` cannot
+            all-reduce: "merge_call called while defining a new graph").
+    """
+    if recipe["gradient_accumulation_steps"] and strategy.num_replicas_in_sync > 1:
+        raise ValueError(
+            "gradient_accumulation_steps needs a single replica in Keras 3 (it "
+            f"accumulates inside a cond that cannot all-reduce); got "
+            f"{strategy.num_replicas_in_sync} replicas. Spread the batch over the "
+            "replicas instead (batch_size is global), or use strategy=cpu / one device."
+        )
+
+
 def run_directory(recipe, strategy):
     """The chief writes into ``output``; other workers into ``output/workers/worker-N``."""
     output = Path(recipe["output"] or f"runs/{recipe['name']}")
@@ -276,8 +294,11 @@ def train(recipe):
     strategy = strategies.make_strategy(
         recipe["strategy"], recipe["tpu"], recipe["cpu_devices"]
     )
+    check_strategy_support(recipe, strategy)
     output = run_directory(recipe, strategy)
     keras.utils.set_random_seed(recipe["seed"])
+    if recipe["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy_of(recipe["mixed_precision"]))
     try:

@@ -11,7 +11,7 @@ from conftest import fixture_case
 from keras_vit import cli
 from keras_vit.recipes import DEFAULTS, PIPELINES_DIR, load_recipe
 from keras_vit.schedules import WarmupDecay
-from keras_vit.training import build_model, build_optimizer, train
+from keras_vit.training import build_model, build_optimizer, check_strategy_support, train
 
 #: Overrides that shrink digits_scratch to a model that trains in seconds.
 TINY_MODEL = [
@@ -55,6 +55,16 @@ def test_optimizers_follow_the_recipes():
     assert adamw._learning_rate.decay == "linear" and adamw._learning_rate.warmup_steps == 10_000
     with pytest.raises(ValueError, match="optimizer must be one of"):
         build_optimizer(load_recipe("digits_scratch", ["optimizer=lamb"]), 100)
+
+
+def test_gradient_accumulation_over_replicas_is_refused():
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    recipe = load_recipe("cifar10_finetune", ["gradient_accumulation_steps=8"])
+    with pytest.raises(ValueError, match="single replica"):
+        check_strategy_support(recipe, TwoReplicas())
+    check_strategy_support(recipe, tf.distribute.get_strategy())  # one replica: fine
 
 
 @pytest.mark.parametrize("path", sorted(PIPELINES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
