@@ -51,6 +51,7 @@ DEFAULTS = {
     "warmup_steps": 0,
     "decay": "cosine",  # cosine | linear | constant
     "end_learning_rate": 0.0,
+    "loss": "softmax_xent",  # softmax_xent | sigmoid_xent
     "label_smoothing": 0.0,
     # loop
     "epochs": None,

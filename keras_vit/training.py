@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras_vit import data as vit_data
 from keras_vit import strategies
 from keras_vit.models import ViT, build_variant
+from keras_vit.recipes import DEFAULTS
 from keras_vit.schedules import WarmupDecay
 
 OPTIMIZER_CLASSES = {
@@ -123,16 +124,31 @@ def build_model(recipe, num_classes):
     return model
 
 
+LOSSES = {
+    "softmax_xent": keras.losses.CategoricalCrossentropy,
+    "sigmoid_xent": keras.losses.BinaryCrossentropy,
+}
+
+
 def compile_model(model, optimizer, recipe):
-    """Compiles with one-hot cross-entropy (label smoothing) and accuracy."""
+    """Compiles with the recipe's loss on one-hot labels (label smoothing) and accuracy.
+
+    ``loss`` is ``"softmax_xent"`` (categorical cross-entropy) or
+    ``"sigmoid_xent"`` (per-class binary cross-entropy, as big_vision
+    pre-trains on ImageNet-21k).
+
+    Raises:
+        ValueError: for an unknown loss name.
+    """
+    name = recipe["loss"]
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {name!r}.")
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=recipe["label_smoothing"]
-        ),
+        loss=LOSSES[name](from_logits=True, label_smoothing=recipe["label_smoothing"]),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=bool(recipe["jit_compile"]),
-        steps_per_execution=recipe.get("steps_per_execution") or 1,
+        steps_per_execution=recipe["steps_per_execution"],
     )
 
 
@@ -401,7 +417,7 @@ def evaluate_saved_model(path, data, split="test", data_dir=None, batch_size=64)
             f"{data} has {source.num_classes} classes; the model's head has {model.num_classes}."
         )
     source.num_classes = model.num_classes
-    compile_model(model, "sgd", {"label_smoothing": 0.0, "jit_compile": False})
+    compile_model(model, "sgd", DEFAULTS)
     dataset = vit_data.eval_pipeline(source, model.image_size, batch_size)
     loss, accuracy = model.evaluate(dataset, verbose="auto")
     return {"accuracy": float(accuracy), "loss": float(loss), "num_examples": source.num_examples}

@@ -53,6 +53,7 @@ def test_optimizers_follow_the_recipes():
     assert isinstance(adamw, keras.optimizers.AdamW)
     assert (adamw.beta_1, adamw.beta_2, adamw.weight_decay) == (0.9, 0.999, 0.03)
     assert adamw._learning_rate.decay == "linear" and adamw._learning_rate.warmup_steps == 10_000
+    assert pretrain["loss"] == "sigmoid_xent"
     with pytest.raises(ValueError, match="optimizer must be one of"):
         build_optimizer(load_recipe("digits_scratch", ["optimizer=lamb"]), 100)
 
