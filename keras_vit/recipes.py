@@ -10,12 +10,21 @@ recipe file must be known, so a typo is an error rather than a silent default.
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import yaml
 
+
+def _pipelines_dir():
+    """The source checkout's ``pipelines/``, else an installed copy in ``<prefix>/share``."""
+    checkout = Path(__file__).resolve().parents[1] / "pipelines"
+    installed = Path(sys.prefix) / "share" / "keras-vit" / "pipelines"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
 #: Directory of the named recipes shipped with the project.
-PIPELINES_DIR = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES_DIR = _pipelines_dir()
 
 #: Every recipe key with its default. ``None`` means "not set".
 DEFAULTS = {
