@@ -83,7 +83,7 @@ def compare(reference, logits, labels=None):
 
 def keras_logits(model, pixels):
     """Logits of a Keras model on pixels in [0, 255], in batches (graph mode)."""
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     return np.concatenate([
         forward(tf.constant(preprocess_input(pixels[i:i + BATCH]))).numpy()
         for i in range(0, len(pixels), BATCH)
