@@ -23,7 +23,6 @@ scale), top-1 agreement with float32 and, on digits, the accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.results_io import write_json  # noqa: E402
 from keras_vit.data import load_digits  # noqa: E402
 from keras_vit.models import ViT, build_variant  # noqa: E402
 from keras_vit.preprocessing import preprocess_input  # noqa: E402
@@ -214,10 +214,7 @@ def main(argv=None):
         report = dict(digits=digits_report(epochs, workdir), photos=photos_report(crops, workdir))
     print(format_report(report))
     if args.json:
-        partial = f"{args.json}.partial"
-        with open(partial, "w") as file:
-            json.dump(report, file, indent=1)
-        os.replace(partial, args.json)
+        write_json(args.json, report)
     return 0
 
 

@@ -184,11 +184,19 @@ def build_hf_onnx(task, precision, workdir):
     return lambda: session.run(None, feed)
 
 
-def build_hf_torch(task, precision, workdir):
-    """transformers' ViT in eager PyTorch (``inference_mode``; Adam for training)."""
+def torch_step(model, task, logits_of):
+    """One-batch step of an eager PyTorch classifier.
+
+    Args:
+        model: ``torch.nn.Module``.
+        task: a key of ``TASKS``.
+        logits_of: ``(model, images NCHW) -> logits``.
+
+    Returns:
+        inference under ``inference_mode``, or an Adam + cross-entropy step.
+    """
     import torch
 
-    model = _hf_model(task)
     images, labels = _nchw(task)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels).long()
     if not TASKS[task][2]:
@@ -196,19 +204,24 @@ def build_hf_torch(task, precision, workdir):
 
         def infer():
             with torch.inference_mode():
-                return model(pixel_values=images).logits.numpy()
+                return logits_of(model, images).numpy()
 
         return infer
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def train():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(pixel_values=images).logits, labels)
+        loss = torch.nn.functional.cross_entropy(logits_of(model, images), labels)
         loss.backward()
         optimizer.step()
         return loss.item()
 
     return train
+
+
+def build_hf_torch(task, precision, workdir):
+    """transformers' ViT in eager PyTorch (``inference_mode``; Adam for training)."""
+    return torch_step(_hf_model(task), task, lambda model, x: model(pixel_values=x).logits)
 
 
 def build_timm(task, precision, workdir):
@@ -218,24 +231,4 @@ def build_timm(task, precision, workdir):
 
     torch.set_num_threads(THREADS)
     name = {"B/16": "vit_base_patch16_224", "S/16": "vit_small_patch16_224"}[TASKS[task][0]]
-    model = timm.create_model(name, pretrained=False)
-    images, labels = _nchw(task)
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels).long()
-    if not TASKS[task][2]:
-        model.eval()
-
-        def infer():
-            with torch.inference_mode():
-                return model(images).numpy()
-
-        return infer
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def train():
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return train
+    return torch_step(timm.create_model(name, pretrained=False), task, lambda model, x: model(x))

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.registry import IMPLS  # noqa: E402
+from benchmarks.results_io import write_json  # noqa: E402
 from benchmarks.specs import TASKS  # noqa: E402
 from benchmarks.targets import evaluate_targets, format_targets  # noqa: E402
 
@@ -178,10 +179,7 @@ def main(argv=None):
     if args.json:
         result = dict(machine=info, mode="quick" if args.quick else "full", gemm_gflops=gemm,
                       gemm_runs=gemm_runs, rows=rows, runs=runs, targets=targets)
-        partial = f"{args.json}.partial"
-        with open(partial, "w") as file:
-            json.dump(result, file, indent=1)
-        os.replace(partial, args.json)
+        write_json(args.json, result)
     return 0
 
 
