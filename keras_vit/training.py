@@ -285,6 +285,15 @@ def check_strategy_support(recipe, strategy):
         )
 
 
+def supports_xla(strategy):
+    """False for several replicas on CPUs: XLA on CPU has no collectives
+    ("Collectives are not yet implemented for CPU devices when compiling with
+    XLA") and cannot reach another logical CPU's variables."""
+    if strategy.num_replicas_in_sync < 2:
+        return True
+    return not all("CPU" in device.upper() for device in strategy.extended.worker_devices)
+
+
 def run_directory(recipe, strategy):
     """The chief writes into ``output``; other workers into ``output/workers/worker-N``."""
     output = Path(recipe["output"] or f"runs/{recipe['name']}")
@@ -311,6 +320,9 @@ def train(recipe):
         recipe["strategy"], recipe["tpu"], recipe["cpu_devices"]
     )
     check_strategy_support(recipe, strategy)
+    if recipe["jit_compile"] and not supports_xla(strategy):
+        print("jit_compile turned off: XLA has no cross-replica collectives on CPU.")
+        recipe = {**recipe, "jit_compile": False}
     output = run_directory(recipe, strategy)
     keras.utils.set_random_seed(recipe["seed"])
     if recipe["deterministic"]:

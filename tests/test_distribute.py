@@ -112,7 +112,7 @@ def test_multiworker_fit_with_two_worker_processes(tmp_path):
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         workers.append(subprocess.Popen(
-            _train_command(tmp_path / "run", "epochs=2", "strategy=multiworker"),
+            _train_command(tmp_path / "run", "epochs=2"),  # strategy=auto reads TF_CONFIG
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=_env(TF_CONFIG=tf_config),
         ))

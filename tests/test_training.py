@@ -11,7 +11,13 @@ from conftest import fixture_case
 from keras_vit import cli
 from keras_vit.recipes import DEFAULTS, PIPELINES_DIR, load_recipe
 from keras_vit.schedules import WarmupDecay
-from keras_vit.training import build_model, build_optimizer, check_strategy_support, train
+from keras_vit.training import (
+    build_model,
+    build_optimizer,
+    check_strategy_support,
+    supports_xla,
+    train,
+)
 
 #: Overrides that shrink digits_scratch to a model that trains in seconds.
 TINY_MODEL = [
@@ -66,6 +72,20 @@ def test_gradient_accumulation_over_replicas_is_refused():
     with pytest.raises(ValueError, match="single replica"):
         check_strategy_support(recipe, TwoReplicas())
     check_strategy_support(recipe, tf.distribute.get_strategy())  # one replica: fine
+
+
+def test_xla_is_only_used_where_it_has_collectives():
+    def strategy(replicas, devices):
+        return type(
+            "Stub",
+            (),
+            {"num_replicas_in_sync": replicas, "extended": type("E", (), {"worker_devices": devices})},
+        )()
+
+    assert supports_xla(tf.distribute.get_strategy())
+    assert not supports_xla(strategy(2, ["/job:localhost/device:CPU:0", "/device:CPU:1"]))
+    assert not supports_xla(strategy(2, ["/job:worker/task:0/device:CPU:0"]))  # 2 workers
+    assert supports_xla(strategy(2, ["/device:GPU:0", "/device:GPU:1"]))
 
 
 @pytest.mark.parametrize("path", sorted(PIPELINES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
