@@ -105,8 +105,10 @@ def main():
                 source, args.image_size, args.batch_size, augment=options, cache=cache, repeat=True
             )
             if cache:  # fill the cache once before timing
-                images_per_second(pipeline, source.num_examples // args.batch_size, args.batch_size)
-            rows.append((f"tf.data: {name}", images_per_second(pipeline, args.batches, args.batch_size)))
+                batches_in_data = source.num_examples // args.batch_size
+                images_per_second(pipeline, batches_in_data, args.batch_size)
+            rate = images_per_second(pipeline, args.batches, args.batch_size)
+            rows.append((f"tf.data: {name}", rate))
     rows.append(
         (
             f"model: ViT-{args.variant} train step{' (XLA)' if args.jit_compile else ''}",

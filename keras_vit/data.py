@@ -185,7 +185,9 @@ def _decode(data, channels):
 
 def _folder_source(directory, channels):
     class_names = sorted(
-        entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith(".")
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and not entry.name.startswith(".")
     )
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
@@ -198,7 +200,11 @@ def _folder_source(directory, channels):
             f"No images in {directory!r}: expected one subfolder per class holding "
             f"{'/'.join(IMAGE_EXTENSIONS)} files."
         )
-    dataset = tf.data.Dataset.from_tensor_slices((paths, np.array(labels, "int64"))).map(
+    # One fixed shuffle of the file list, so that shuffle buffers smaller than the
+    # data set and the dev split see every class (the listing is class by class).
+    order = np.random.default_rng(0).permutation(len(paths))
+    paths, labels = np.array(paths)[order], np.array(labels, "int64")[order]
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         lambda path, label: (_decode(tf.io.read_file(path), channels), label),
         num_parallel_calls=AUTOTUNE,
     )
@@ -276,11 +282,11 @@ def split_dev(source, percent):
     """
     if not 0 < percent < 100:
         raise ValueError(f"dev_percent must be in (0, 100), got {percent!r}.")
-    fraction = tf.constant(percent / 100, tf.float64)
+    p = tf.constant(percent, tf.float64)
 
     def is_dev(index, _):
-        i = tf.cast(index, tf.float64)
-        return tf.floor((i + 1) * fraction) > tf.floor(i * fraction)
+        i = tf.cast(index, tf.float64)  # multiply before dividing: exact for integer p
+        return tf.floor((i + 1) * p / 100) > tf.floor(i * p / 100)
 
     indexed = source.dataset.enumerate()
     unindex = lambda _, example: example  # noqa: E731
@@ -439,7 +445,10 @@ def eval_pipeline(source, image_size, batch_size, cache=False):
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     dataset = _with_known_size(source).map(
-        lambda image, label: (tf.image.resize(tf.cast(image, tf.float32), size, antialias=True), label),
+        lambda image, label: (
+            tf.image.resize(tf.cast(image, tf.float32), size, antialias=True),
+            label,
+        ),
         num_parallel_calls=AUTOTUNE,
     )
     if cache:

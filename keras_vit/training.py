@@ -55,7 +55,10 @@ def build_optimizer(recipe, total_steps):
     warmup_steps = recipe["warmup_steps"]
     if warmup_steps >= total_steps:
         warmup_steps = total_steps // 10
-        print(f"Run of {total_steps} steps is shorter than its warm-up: warm-up cut to {warmup_steps}.")
+        print(
+            f"Run of {total_steps} steps is shorter than its warm-up: "
+            f"warm-up cut to {warmup_steps}."
+        )
     # With gradient accumulation the schedule sees every micro-batch.
     accumulation = recipe["gradient_accumulation_steps"] or 1
     schedule = WarmupDecay(
@@ -238,7 +241,9 @@ def open_data(recipe):
         train_source, dev_source = vit_data.split_dev(train_source, recipe["dev_percent"])
         return train_source, dev_source
     if recipe["eval_data"] is None:
-        raise ValueError("Set `eval_data` (a data source) or `dev_percent` (held out from `data`).")
+        raise ValueError(
+            "Set `eval_data` (a data source) or `dev_percent` (held out from `data`)."
+        )
     return train_source, source(recipe["eval_data"], "test")
 
 
@@ -251,7 +256,8 @@ def schedule_of(recipe, num_examples):
     batches = num_examples // recipe["batch_size"]
     if batches < 1:
         raise ValueError(
-            f"batch_size {recipe['batch_size']} is larger than the {num_examples} training examples."
+            f"batch_size {recipe['batch_size']} is larger than the {num_examples} "
+            "training examples."
         )
     if recipe["steps"]:
         steps_per_epoch = recipe["steps_per_epoch"] or min(batches, recipe["steps"])

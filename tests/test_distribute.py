@@ -143,7 +143,9 @@ def test_multiworker_fit_with_two_worker_processes(tmp_path):
 def test_sigkilled_run_resumes_and_finishes_with_the_same_steps(tmp_path):
     epochs, steps_per_epoch = 30, 1437 // 64
     command = _train_command(tmp_path / "run", f"epochs={epochs}")
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    first = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
     backup = tmp_path / "run" / "backup"
     deadline = time.monotonic() + TIMEOUT
     try:

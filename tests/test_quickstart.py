@@ -17,7 +17,8 @@ def test_quickstart_writes_model_and_metrics(tmp_path, capsys):
     assert "Test accuracy:" in capsys.readouterr().out
 
     metrics = json.loads((output / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_loss", "train_seconds", "epochs", "steps", "num_parameters"):
+    keys = ("test_accuracy", "test_loss", "train_seconds", "epochs", "steps", "num_parameters")
+    for key in keys:
         assert key in metrics, key
     assert metrics["epochs"] == 1
     assert metrics["steps"] == 1437 // 32  # one epoch of the 80% train split, batch 32

@@ -76,11 +76,8 @@ def test_gradient_accumulation_over_replicas_is_refused():
 
 def test_xla_is_only_used_where_it_has_collectives():
     def strategy(replicas, devices):
-        return type(
-            "Stub",
-            (),
-            {"num_replicas_in_sync": replicas, "extended": type("E", (), {"worker_devices": devices})},
-        )()
+        extended = type("Extended", (), {"worker_devices": devices})
+        return type("Stub", (), {"num_replicas_in_sync": replicas, "extended": extended})()
 
     assert supports_xla(tf.distribute.get_strategy())
     assert not supports_xla(strategy(2, ["/job:localhost/device:CPU:0", "/device:CPU:1"]))
@@ -98,7 +95,8 @@ def test_every_shipped_recipe_loads(path):
 
 def test_overrides_parse_yaml_and_reject_unknown_keys():
     recipe = load_recipe(
-        "digits_scratch", ["epochs=3", "mixed_precision=true", "model.hidden_size=32", "variant=S/16"]
+        "digits_scratch",
+        ["epochs=3", "mixed_precision=true", "model.hidden_size=32", "variant=S/16"],
     )
     assert recipe["epochs"] == 3 and recipe["mixed_precision"] is True
     assert recipe["model"]["hidden_size"] == 32 and recipe["model"]["variant"] == "S/16"
@@ -113,7 +111,8 @@ def test_overrides_parse_yaml_and_reject_unknown_keys():
 
 def test_mixed_precision_fit_and_evaluate_command(tmp_path, capsys):
     output = tmp_path / "run"
-    metrics = train(load_recipe("digits_scratch", [*TINY_DIGITS, "mixed_precision=true", f"output={output}"]))
+    overrides = [*TINY_DIGITS, "mixed_precision=true", f"output={output}"]
+    metrics = train(load_recipe("digits_scratch", overrides))
     assert keras.config.dtype_policy().name == "float32"  # restored afterwards
     assert math.isfinite(metrics["test_loss"]) and metrics["steps"] == 1437 // 64
     assert (output / "best.keras").is_file() and (output / "metrics.json").is_file()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 NAME = "evaluate"
-HELP = "Evaluate a saved .keras model on a data source (digits, tfds:NAME:SPLIT, folder, TFRecords)."
+HELP = "Evaluate a saved .keras model on digits, tfds:NAME:SPLIT, an image folder or TFRecords."
 
 
 def add_arguments(parser):

@@ -19,7 +19,9 @@ def add_arguments(parser):
         choices=("auto", "cpu", "mirrored", "multiworker", "tpu"),
         help="Distribution strategy (default: the recipe's, usually auto).",
     )
-    parser.add_argument("--print-recipe", action="store_true", help="Print the resolved recipe and exit.")
+    parser.add_argument(
+        "--print-recipe", action="store_true", help="Print the resolved recipe and exit."
+    )
 
 
 def run(args):
