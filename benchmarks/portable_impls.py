@@ -60,7 +60,7 @@ def build_saved_model(task, precision, workdir, jit_compile=False):
     """
     import tensorflow as tf
 
-    from keras_vit.serving import ServingFunctions, write_saved_model
+    from keras_vit.serving import ServingFunctions, images_spec, write_saved_model
 
     _inference_only(task, "SavedModel")
     variant = TASKS[task][0].replace("/", "")
@@ -75,7 +75,7 @@ def build_saved_model(task, precision, workdir, jit_compile=False):
         module.model = model
         module.serve = tf.function(
             lambda images: functions.serving_default(images),
-            input_signature=[functions.images_spec],
+            input_signature=[images_spec(model)],
             jit_compile=True,
         )
         tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
