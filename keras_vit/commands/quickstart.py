@@ -16,7 +16,7 @@ def add_arguments(parser):
         help="Run directory for model.keras and metrics.json (default: %(default)s).",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="Epochs (default: the recipe's, 60)."
+        "--epochs", type=int, default=None, help="Epochs (default: the recipe's, 70)."
     )
     parser.add_argument("--seed", type=int, default=None, help="Random seed (default: 0).")
     add_override_argument(parser)
