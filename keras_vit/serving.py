@@ -18,6 +18,7 @@ All return ``logits`` and ``probabilities`` ``(batch, classes)``,
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import keras
@@ -211,13 +212,23 @@ def write_saved_model(
         model_name: str. Model name in the warm-up requests.
         warmup_images: optional uint8/float array ``(n, height, width,
             channels)`` in [0, 255] at the export size; written as warm-up
-            requests for every signature.
+            requests for every signature when the ``tensorflow_serving``
+            protos are installed (``pip install --no-deps
+            tensorflow-serving-api``), else skipped with a notice: TF Serving
+            serves without them, only the first requests are slower.
     """
     ServingFunctions(model, labels, top_k, image_size).archive().write_out(path, verbose=False)
-    if warmup_images is not None:
-        write_warmup_requests(
-            os.path.join(path, WARMUP_FILE), warmup_images, model_name
+    if warmup_images is None:
+        return
+    if importlib.util.find_spec("tensorflow_serving") is None:
+        print(
+            "Note: tensorflow-serving-api is not installed, so no warm-up requests "
+            f"were written to {WARMUP_FILE}. Install it with `pip install --no-deps "
+            "tensorflow-serving-api` (plain `pip install` would pull a second, "
+            "full tensorflow)."
         )
+        return
+    write_warmup_requests(os.path.join(path, WARMUP_FILE), warmup_images, model_name)
 
 
 def write_warmup_requests(path, images, model_name):

@@ -126,6 +126,27 @@ def test_warmup_requests_parse_and_run(exported, signatures):
         assert out["logits"].shape[-1] == 10
 
 
+def test_saved_model_without_serving_protos_skips_warmup_with_a_notice(
+    fixtures_dir, pixels, tmp_path, monkeypatch, capsys
+):
+    """`pip install keras-vit[cpu]` has no tensorflow-serving-api: still exports."""
+    import importlib.util
+
+    from keras_vit import serving
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        serving.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorflow_serving" else real_find_spec(name, *a),
+    )
+    path = tmp_path / "sm"
+    serving.write_saved_model(fixture_model(fixtures_dir), str(path), warmup_images=pixels[:1])
+    assert (path / "saved_model.pb").is_file()
+    assert not (path / "assets.extra" / "tf_serving_warmup_requests").exists()
+    assert "pip install --no-deps tensorflow-serving-api" in capsys.readouterr().out
+
+
 def _run_tflite(path, images):
     from ai_edge_litert.interpreter import Interpreter
 
