@@ -198,16 +198,19 @@ class MultiHeadSelfAttention(layers.Layer):
 
     Kernels in the official layout: ``query``/``key``/``value`` kernels
     ``(D, heads, head_dim)`` with biases ``(heads, head_dim)``, ``out``
-    kernel ``(heads, head_dim, D)`` with bias ``(D,)``. One path serves
-    inference, training and ``return_attention_scores`` (the float32
-    softmax weights ``(B, heads, T, T)``): a fused QKV GEMM, the two
-    attention products in head-major layout, and the output GEMM; the
-    softmax runs in float32 under mixed precision. It is written out rather
-    than calling ``keras.ops.dot_product_attention`` because on the
-    TensorFlow backend that op is the same einsum/softmax/einsum (no fused
-    CPU kernel; ``flash_attention`` is rejected) and, in its
-    ``(B, T, heads, head_dim)`` layout, costs four transposes per block
-    instead of two.
+    kernel ``(heads, head_dim, D)`` with bias ``(D,)``. The projection is
+    one fused QKV GEMM. Attention then takes one of two paths, both with
+    the softmax in float32 under mixed precision:
+
+    - ``keras.ops.dot_product_attention`` (the fused kernels of the JAX and
+      PyTorch backends, e.g. cuDNN flash attention) when the weights are not
+      asked for and no attention dropout applies;
+    - the explicit head-major path otherwise, and always on the TensorFlow
+      backend: there that op is the same einsum/softmax/einsum (no fused
+      kernel; ``flash_attention`` is rejected) and, in its
+      ``(B, T, heads, head_dim)`` layout, costs four transposes per block
+      instead of two. It returns the weights ``(B, heads, T, T)`` for
+      ``return_attention_scores``.
 
     Args:
         num_heads: int. Number of attention heads; must divide ``D``.
@@ -252,14 +255,12 @@ class MultiHeadSelfAttention(layers.Layer):
         self.head_dim = head_dim
 
     def _project(self, x):
-        """Fused projection: ``(B, T, D) -> 3 x (B, heads, T, head_dim)``.
+        """Fused projection: ``(B, T, D) -> (B, T, 3, heads, head_dim)``.
 
         The three official kernels are concatenated into one ``(D, 3 D)``
         matrix (the query part pre-scaled by ``1 / sqrt(head_dim)``, exact
         for power-of-two head sizes), so the projection is one 2-D GEMM whose
-        bias add oneDNN fuses, instead of three batched products. One
-        transpose then gives the head-major layout in which both attention
-        products are plain batched matmuls.
+        bias add oneDNN fuses, instead of three batched products.
         """
         hidden = self.num_heads * self.head_dim
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -275,19 +276,27 @@ class MultiHeadSelfAttention(layers.Layer):
         bias = ops.cast(ops.concatenate(biases, axis=0), x.dtype)
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         qkv = ops.matmul(ops.reshape(x, (-1, hidden)), kernel) + bias
-        qkv = ops.reshape(qkv, (batch, tokens, 3, self.num_heads, self.head_dim))
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-        return qkv[0], qkv[1], qkv[2]
+        return ops.reshape(qkv, (batch, tokens, 3, self.num_heads, self.head_dim))
 
     def call(self, x, training=None, return_attention_scores=False):
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         hidden = self.num_heads * self.head_dim
-        q, k, v = self._project(x)
-        logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
-        scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-        probs = self.attention_dropout(ops.cast(scores, v.dtype), training=training)
-        context = ops.einsum("bhqs,bhsk->bhqk", probs, v)
-        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (-1, hidden))
+        qkv = self._project(x)
+        explicit = (
+            return_attention_scores
+            or (training and self.dropout_rate > 0)
+            or keras.backend.backend() == "tensorflow"
+        )
+        if explicit:
+            q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), num=3)
+            logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
+            scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+            probs = self.attention_dropout(ops.cast(scores, v.dtype), training=training)
+            context = ops.transpose(ops.einsum("bhqs,bhsk->bhqk", probs, v), (0, 2, 1, 3))
+        else:  # the query is pre-scaled in _project
+            q, k, v = ops.unstack(qkv, num=3, axis=2)
+            context = ops.dot_product_attention(q, k, v, scale=1.0)
+        context = ops.reshape(context, (-1, hidden))
         kernel = ops.cast(ops.reshape(self.out_kernel, (hidden, hidden)), x.dtype)
         out = ops.matmul(context, kernel) + ops.cast(self.out_bias, x.dtype)
         out = ops.reshape(out, (batch, tokens, hidden))
