@@ -36,7 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.results_io import write_json  # noqa: E402
+from keras_vit.atomic import write_json_atomic  # noqa: E402
 from keras_vit.data import load_digits  # noqa: E402
 from keras_vit.models import ViT, build_variant  # noqa: E402
 from keras_vit.preprocessing import preprocess_input  # noqa: E402
@@ -214,7 +214,7 @@ def main(argv=None):
         report = dict(digits=digits_report(epochs, workdir), photos=photos_report(crops, workdir))
     print(format_report(report))
     if args.json:
-        write_json(args.json, report)
+        write_json_atomic(report, args.json, indent=1)
     return 0
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.registry import IMPLS  # noqa: E402
-from benchmarks.results_io import write_json  # noqa: E402
+from keras_vit.atomic import write_json_atomic  # noqa: E402
 from benchmarks.specs import TASKS  # noqa: E402
 from benchmarks.targets import evaluate_targets, format_targets  # noqa: E402
 
@@ -180,7 +180,7 @@ def main(argv=None):
     if args.json:
         result = dict(machine=info, mode="quick" if args.quick else "full", gemm_gflops=gemm,
                       gemm_runs=gemm_runs, rows=rows, runs=runs, targets=targets)
-        write_json(args.json, result)
+        write_json_atomic(result, args.json, indent=1)
     return 0
 
 

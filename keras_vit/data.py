@@ -23,6 +23,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.atomic import atomic_path
 from keras_vit.preprocessing import preprocess_input
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -177,18 +178,24 @@ def _tfds_source(name, split, data_dir, download, channels):
     return Source(dataset, label.num_classes, num_examples, label.names)
 
 
-def _decode(data, channels):
+def decode_image(data, channels):
+    """Encoded image bytes (JPEG/PNG/GIF/BMP tensor) -> uint8 ``(h, w, channels)``."""
     image = tf.io.decode_image(data, channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
     return image
 
 
-def _folder_source(directory, channels):
-    class_names = sorted(
+def class_folders(directory):
+    """Sorted names of the class subfolders of ``directory`` (hidden ones skipped)."""
+    return sorted(
         entry.name
         for entry in os.scandir(directory)
         if entry.is_dir() and not entry.name.startswith(".")
     )
+
+
+def _folder_source(directory, channels):
+    class_names = class_folders(directory)
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         folder = os.path.join(directory, class_name)
@@ -205,7 +212,7 @@ def _folder_source(directory, channels):
     order = np.random.default_rng(0).permutation(len(paths))
     paths, labels = np.array(paths)[order], np.array(labels, "int64")[order]
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda path, label: (_decode(tf.io.read_file(path), channels), label),
+        lambda path, label: (decode_image(tf.io.read_file(path), channels), label),
         num_parallel_calls=AUTOTUNE,
     )
     return Source(dataset, len(class_names), len(paths), class_names)
@@ -240,7 +247,7 @@ def _tfrecord_source(files, channels):
 
 def _parse_example(record, channels):
     example = tf.io.parse_single_example(record, TFRECORD_FEATURES)
-    return _decode(example["image"], channels), example["label"]
+    return decode_image(example["image"], channels), example["label"]
 
 
 def write_tfrecord(images, labels, path):
@@ -251,8 +258,7 @@ def write_tfrecord(images, labels, path):
         labels: int array ``(n,)``.
         path: str. Output ``.tfrecord`` file.
     """
-    tmp = f"{path}.tmp"
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_path(path, ".tfrecord") as partial, tf.io.TFRecordWriter(partial) as writer:
         for image, label in zip(images, labels):
             feature = {
                 "image": tf.train.Feature(
@@ -263,7 +269,6 @@ def write_tfrecord(images, labels, path):
             writer.write(
                 tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
             )
-    os.replace(tmp, path)
 
 
 def split_dev(source, percent):

@@ -24,13 +24,14 @@ import os
 
 import numpy as np
 
+from keras_vit.data import IMAGE_EXTENSIONS, class_folders, decode_image
+
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_REG = 2.0**10
 DEFAULT_NUM_SEEDS = 3
 #: Value of the constant feature appended for the bias: large, so the
 #: bias weight is almost unregularised.
 BIAS_FEATURE = 100.0
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 TEST_SPLIT_NAMES = ("test", "val", "validation")
 
 
@@ -230,13 +231,6 @@ def extract_features(model, dataset, verbose=1, description="batch"):
 # ------------------------------------------------------------------ data
 
 
-def _class_folders(directory):
-    return sorted(
-        entry.name for entry in os.scandir(directory)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
 def find_images(folder):
     """Image files (``IMAGE_EXTENSIONS``) under ``folder``, recursively, sorted."""
     return sorted(
@@ -276,8 +270,8 @@ def _image_folder_splits(directory, test_fraction, seed):
         None,
     )
     if os.path.isdir(os.path.join(directory, "train")) and test_dir:
-        class_names = _class_folders(os.path.join(directory, "train"))
-        unknown = sorted(set(_class_folders(test_dir)) - set(class_names))
+        class_names = class_folders(os.path.join(directory, "train"))
+        unknown = sorted(set(class_folders(test_dir)) - set(class_names))
         if unknown:
             raise ValueError(
                 f"Test classes {unknown} of {test_dir} have no training folder "
@@ -286,7 +280,7 @@ def _image_folder_splits(directory, test_fraction, seed):
         train = _folder_examples(os.path.join(directory, "train"), class_names)
         test = _folder_examples(test_dir, class_names)
     else:
-        class_names = _class_folders(directory)
+        class_names = class_folders(directory)
         train, test = _split_per_class(
             *_folder_examples(directory, class_names), test_fraction, seed
         )
@@ -315,11 +309,7 @@ def _fit_image(image, size, channels):
 def _decode_file(path, size, channels):
     import tensorflow as tf
 
-    image = tf.io.decode_image(
-        tf.io.read_file(path), channels=channels, expand_animations=False
-    )
-    image.set_shape((None, None, channels))
-    return _fit_image(image, size, channels)
+    return _fit_image(decode_image(tf.io.read_file(path), channels), size, channels)
 
 
 def _find_tfds_dir(directory):

@@ -29,10 +29,11 @@ sizes fixed by ``FIGURE_SIZES_PX``): ``save_rollout_overlay``,
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 from keras import ops
+
+from keras_vit.atomic import atomic_path
 
 #: Pixel size ``(width, height)`` of each figure (saved at ``FIGURE_DPI``).
 FIGURE_SIZES_PX = {
@@ -307,25 +308,9 @@ def new_figure(kind):
 
 def save_figure(figure, path):
     """Writes ``figure`` as a PNG to a temporary file, then moves it to ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png", dpi=FIGURE_DPI)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    with atomic_path(path, ".png") as partial:
+        figure.savefig(partial, format="png", dpi=FIGURE_DPI)
+    return os.fspath(path)
 
 
 def _displayable(image):

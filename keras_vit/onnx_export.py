@@ -10,11 +10,10 @@ write a model that onnxruntime refuses (e.g. TF's ``Erfc``, which the
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.atomic import write_bytes_atomic
 from keras_vit.serving import classify_fn, images_spec
 
 MAX_OPSET = 18
@@ -55,11 +54,7 @@ def convert_onnx(model, path, opset=17):
     )
     serialized = proto.SerializeToString()
     _check_runs(serialized, (1, *model.image_size, model.channels))
-    partial = f"{path}.partial"
-    with open(partial, "wb") as file:
-        file.write(serialized)
-    os.replace(partial, path)
-    return path
+    return write_bytes_atomic(serialized, path, ".onnx")
 
 
 def _check_runs(serialized, input_shape):

@@ -9,7 +9,6 @@ ops): decode on the host.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.atomic import write_bytes_atomic
 from keras_vit.serving import classify_fn, images_spec
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -70,11 +70,7 @@ def convert_tflite(model, path, quantization="float32", representative_images=No
         with warnings.catch_warnings():  # int8 calibration uses tf.lite.Interpreter
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             flatbuffer = converter.convert()
-    partial = f"{path}.partial"
-    with open(partial, "wb") as file:
-        file.write(flatbuffer)
-    os.replace(partial, path)
-    return path
+    return write_bytes_atomic(flatbuffer, path, ".tflite")
 
 
 def _configure(converter, quantization, representative_images):

@@ -9,10 +9,8 @@ write ``model.keras`` and ``metrics.json`` into the run directory.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from keras_vit import data as vit_data
+from keras_vit.atomic import atomic_path, write_json_atomic
 from keras_vit import strategies
 from keras_vit.models import ViT, build_variant
 from keras_vit.recipes import DEFAULTS
@@ -164,26 +163,8 @@ def save_model_atomic(model, path):
     """
     inference_model = model.__class__.from_config(model.get_config())
     inference_model.set_weights(model.get_weights())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        inference_model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json_atomic(obj, path):
-    """Writes JSON through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
+    with atomic_path(path, ".keras") as partial:
+        inference_model.save(partial)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

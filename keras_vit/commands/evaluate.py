@@ -21,7 +21,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    from keras_vit.training import evaluate_saved_model, write_json_atomic
+    from keras_vit.atomic import write_json_atomic
+    from keras_vit.training import evaluate_saved_model
 
     metrics = evaluate_saved_model(
         args.model, args.data, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size

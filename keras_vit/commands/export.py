@@ -88,7 +88,8 @@ def representative_images(source, image_size, channels, limit):
 
     import tensorflow as tf
 
-    from keras_vit.fewshot import IMAGE_EXTENSIONS, find_images
+    from keras_vit.data import IMAGE_EXTENSIONS
+    from keras_vit.fewshot import find_images
     from keras_vit.preprocessing import load_image
 
     if source == "digits":

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
+from keras_vit.atomic import write_json_atomic
 from keras_vit.commands.inspect import (
     add_model_arguments,
     input_size,
     load_model,
     positive_int,
-    write_json,
 )
 
 NAME = "fewshot"
@@ -75,13 +75,14 @@ def run(args):
         mean, std = 100 * result["mean"], 100 * result["std"]
         print(f"{shots:>4}-shot accuracy: {mean:6.2f}% +- {std:.2f}")
     if args.output:
-        write_json(os.path.join(args.output, "fewshot.json"), {
+        summary = {
             "model": model.name,
             "data": args.data,
             "classes": len(class_names),
             "l2_reg": args.l2_reg,
             "results": {str(k): v for k, v in results.items()},
-        })
+        }
+        write_json_atomic(summary, os.path.join(args.output, "fewshot.json"))
         fewshot.save_fewshot_plot(
             results, os.path.join(args.output, "fewshot.png"),
             f"{model.name}: few-shot linear accuracy on {os.path.basename(args.data.rstrip('/'))}",

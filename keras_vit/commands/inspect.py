@@ -7,8 +7,9 @@ Also holds the model options shared with ``keras-vit fewshot``
 
 from __future__ import annotations
 
-import json
 import os
+
+from keras_vit.atomic import write_json_atomic
 
 NAME = "inspect"
 HELP = "Attention rollout maps and the paper's Figure 7 plots of a ViT."
@@ -127,7 +128,8 @@ def add_arguments(parser):
 
 def image_paths(items):
     """Image files named by ``items`` (files, or folders searched recursively)."""
-    from keras_vit.fewshot import IMAGE_EXTENSIONS, find_images
+    from keras_vit.data import IMAGE_EXTENSIONS
+    from keras_vit.fewshot import find_images
 
     paths = []
     for item in items:
@@ -190,12 +192,13 @@ def run(args):
         f"{size[0]}x{size[1]} pixels",
         uniform,
     )
-    write_json(os.path.join(args.output, "attention_distance.json"), {
+    distances = {
         "pixels_per_layer_and_head": mean_distance.round(4).tolist(),
         "uniform_attention_pixels": round(uniform, 4),
         "image_size": list(size),
         "images": len(paths),
-    })
+    }
+    write_json_atomic(distances, os.path.join(args.output, "attention_distance.json"))
     posemb, grid, prefix = inspection.position_embedding_of(model)
     inspection.save_position_similarity_plot(
         inspection.position_embedding_similarity(posemb, grid, prefix),
@@ -212,12 +215,3 @@ def run(args):
     )
     print(f"Wrote {len(paths)} rollout map(s) and 3 figures to {args.output}")
     return 0
-
-
-def write_json(path, data):
-    """Writes ``data`` as JSON to ``path`` through a temporary file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(data, file, indent=2)
-    os.replace(temporary, path)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+
+from keras_vit.atomic import atomic_path, write_bytes_atomic
 
 _BUCKET = "https://storage.googleapis.com/vit_models/"
 _IN1K = "--imagenet2012-steps_20k-lr_{lr}-res_{res}.npz"
@@ -172,36 +173,35 @@ def download(url, sha256=None, filename=None, directory=None, progress=True):
         os.remove(target)  # corrupt cache entry: fetch it again
     digest = _download_to(url, target, filename, sha256, progress)
     if sha256 is None:
-        _write_atomic(target + ".sha256", digest + "\n")
+        write_bytes_atomic(f"{digest}\n".encode("ascii"), target + ".sha256")
     return target
 
 
 def _download_to(url, target, label, sha256, progress):
     from tqdm.auto import tqdm
 
-    fd, partial = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{label}.", suffix=".part")
     hasher = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
+        with (
+            atomic_path(target, ".part") as partial,
+            open(partial, "wb") as out,
+            urllib.request.urlopen(url) as response,
+        ):
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     hasher.update(chunk)
                     bar.update(len(chunk))
-        digest = hasher.hexdigest()
-        if sha256 is not None and digest != sha256.lower():
-            raise ValueError(
-                f"Checksum mismatch for {url}: expected sha256 {sha256.lower()}, "
-                f"got {digest}. The download was discarded."
-            )
-        os.replace(partial, target)
-        return digest
+            digest = hasher.hexdigest()
+            if sha256 is not None and digest != sha256.lower():
+                raise ValueError(
+                    f"Checksum mismatch for {url}: expected sha256 {sha256.lower()}, "
+                    f"got {digest}. The download was discarded."
+                )
     except urllib.error.URLError as err:
         raise OSError(f"Could not download {url}: {err.reason}") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    return digest
 
 
 def _sha256_of(path):
@@ -218,10 +218,3 @@ def _recorded_digest(path):
             return f.read().strip() or None
     except OSError:
         return None
-
-
-def _write_atomic(path, text):
-    fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".part")
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(text)
-    os.replace(partial, path)

@@ -9,13 +9,11 @@ into place, so an interrupted write never leaves a half file.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
 
 import numpy as np
 
+from keras_vit.atomic import atomic_path, write_json_atomic
 from keras_vit.weights.loading import model_variables
 from keras_vit.weights.mappings import from_keras_layout, keras_to_source
 
@@ -47,21 +45,6 @@ def checkpoint_tensors(model, fmt):
     for name, pieces in parts.items():
         tensors[name] = np.concatenate([pieces[k] for k in sorted(pieces)], axis=0)
     return tensors
-
-
-@contextlib.contextmanager
-def atomic_path(path, suffix=""):
-    """Yields a temporary path beside ``path``; moves it there on success."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=suffix)
-    os.close(fd)
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def save_official_npz(model, path):
@@ -103,9 +86,7 @@ def save_huggingface(model, folder):
     os.makedirs(folder, exist_ok=True)
     with atomic_path(os.path.join(folder, "model.safetensors"), ".safetensors") as partial:
         save_file(tensors, partial, metadata={"format": "pt"})
-    with atomic_path(os.path.join(folder, "config.json"), ".json") as partial:
-        with open(partial, "w", encoding="utf-8") as f:
-            json.dump(huggingface_config(model), f, indent=2)
+    write_json_atomic(huggingface_config(model), os.path.join(folder, "config.json"))
     return folder
 
 
