@@ -22,6 +22,7 @@ import math
 import keras
 from keras import initializers, layers, ops
 
+from keras_vit.fusion import xla_fused
 from keras_vit.posemb import POSEMB_INTERPOLATIONS, resize_position_embedding
 
 _PACKAGE = "keras_vit"
@@ -45,6 +46,39 @@ def gelu(x, approximate=False):
     return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
+# Training-time element-wise regions, each one XLA cluster (see fusion.py).
+_gelu_exact_fused = xla_fused(gelu)
+_gelu_tanh_fused = xla_fused(lambda x: gelu(x, approximate=True))
+
+
+def _softmax_float32(logits):
+    """Softmax over the last axis in float32, returned in the logits' dtype."""
+    return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
+
+
+_softmax_float32_fused = xla_fused(_softmax_float32)
+_layer_norm_fused = xla_fused(
+    lambda x, gamma, beta, epsilon: ops.layer_normalization(x, gamma, beta, epsilon=epsilon)
+)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LayerNorm(layers.LayerNormalization):
+    """``keras.layers.LayerNormalization`` over the last axis, fused in training.
+
+    ``(..., D) -> (..., D)``; statistics in float32 under mixed precision.
+    Same weights (``gamma``, ``beta``) and numerics as the Keras layer; in
+    training on TensorFlow the normalisation and its gradient run as one
+    XLA cluster (``keras_vit.fusion``).
+    """
+
+    def call(self, inputs, training=None):
+        if not training or self.rms_scaling or self.axis not in (-1, [-1], [len(inputs.shape) - 1]):
+            return super().call(inputs)
+        outputs = _layer_norm_fused(inputs, self.gamma, self.beta, self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+
 def _fan_initializer(initializer, fan_shape):
     """Initialises a weight as if it were a matrix of ``fan_shape``.
 
@@ -63,8 +97,14 @@ def _fan_initializer(initializer, fan_shape):
 class PatchEncoder(layers.Layer):
     """Cuts images into patches and embeds each: ``(B, H, W, C) -> (B, N, D)``.
 
-    A convolution with kernel = stride = ``patch_size`` and valid padding,
-    flattened row-major to ``N = (H / P) * (W / P)`` tokens.
+    Equal to a convolution with kernel = stride = ``patch_size`` and valid
+    padding, flattened row-major to ``N = (H / P) * (W / P)`` tokens, and
+    stored as one (the official ``(P, P, C, D)`` kernel). It is computed as
+    what it is, one GEMM: the patches are cut with a reshape and a transpose
+    to ``(B N, P P C)`` and multiplied by the flattened kernel. In training
+    the kernel gradient is then one more GEMM, about 10x faster on oneDNN
+    than the strided convolution's filter gradient, and an empty batch
+    stays empty.
 
     Args:
         hidden_size: int. Embedding width ``D``.
@@ -88,9 +128,17 @@ class PatchEncoder(layers.Layer):
         )
 
     def call(self, images):
-        x = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
-        x = x + self.bias
-        return ops.reshape(x, (ops.shape(x)[0], -1, self.hidden_size))
+        (p, q), channels = self.patch_size, images.shape[-1]
+        batch, height, width = ops.shape(images)[:3]
+        rows, cols = height // p, width // q
+        if not all(isinstance(s, int) and s % n == 0 for s, n in ((height, p), (width, q))):
+            images = images[:, : rows * p, : cols * q, :]  # valid padding: drop the rest
+        patches = ops.reshape(images, (batch, rows, p, cols, q, channels))
+        patches = ops.transpose(patches, (0, 1, 3, 2, 4, 5))
+        patches = ops.reshape(patches, (-1, p * q * channels))
+        kernel = ops.reshape(self.kernel, (p * q * channels, self.hidden_size))
+        x = ops.matmul(patches, ops.cast(kernel, patches.dtype)) + ops.cast(self.bias, patches.dtype)
+        return ops.reshape(x, (batch, rows * cols, self.hidden_size))
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]
@@ -290,8 +338,12 @@ class MultiHeadSelfAttention(layers.Layer):
         if explicit:
             q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), num=3)
             logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
-            scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-            probs = self.attention_dropout(ops.cast(scores, v.dtype), training=training)
+            if return_attention_scores:
+                scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+                probs = ops.cast(scores, v.dtype)
+            else:
+                probs = (_softmax_float32_fused if training else _softmax_float32)(logits)
+            probs = self.attention_dropout(probs, training=training)
             context = ops.transpose(ops.einsum("bhqs,bhsk->bhqk", probs, v), (0, 2, 1, 3))
         else:  # the query is pre-scaled in _project
             q, k, v = ops.unstack(qkv, num=3, axis=2)
@@ -353,7 +405,11 @@ class MlpBlock(layers.Layer):
         # On 2-D tokens each Dense is one MatMul + BiasAdd, which oneDNN
         # fuses with the GELU that follows (a 3-D Dense is a Tensordot).
         x = ops.reshape(x, (-1, shape[-1]))
-        x = gelu(self.dense_0(x), approximate=self.approximate_gelu)
+        x = self.dense_0(x)
+        if training:
+            x = (_gelu_tanh_fused if self.approximate_gelu else _gelu_exact_fused)(x)
+        else:
+            x = gelu(x, approximate=self.approximate_gelu)
         x = self.dropout(x, training=training)
         x = self.dropout(self.dense_1(x), training=training)
         return ops.reshape(x, shape)
@@ -410,7 +466,7 @@ class TransformerBlock(layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.approximate_gelu = bool(approximate_gelu)
         policy = self.dtype_policy
-        self.norm_attention = layers.LayerNormalization(
+        self.norm_attention = LayerNorm(
             epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=policy
         )
         self.attention = MultiHeadSelfAttention(
@@ -420,7 +476,7 @@ class TransformerBlock(layers.Layer):
             dtype=policy,
         )
         self.attention_output_dropout = layers.Dropout(self.dropout_rate, dtype=policy)
-        self.norm_mlp = layers.LayerNormalization(
+        self.norm_mlp = LayerNorm(
             epsilon=self.layer_norm_epsilon, name="LayerNorm_2", dtype=policy
         )
         self.mlp = MlpBlock(

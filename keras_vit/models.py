@@ -23,6 +23,7 @@ from keras_vit import configs
 from keras_vit.layers import (
     AddPositionEmbs,
     ClassToken,
+    LayerNorm,
     PatchEncoder,
     TransformerBlock,
     _pair,
@@ -186,7 +187,7 @@ class ViT(keras.Model):
             )
             for i in range(self.num_layers)
         ]
-        self.encoder_norm = layers.LayerNormalization(
+        self.encoder_norm = LayerNorm(
             epsilon=self.layer_norm_epsilon, name="encoder_norm", dtype=policy
         )
         self.pre_logits = None
