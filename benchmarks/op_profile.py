@@ -1,0 +1,102 @@
+"""Where a training or inference step spends its time, op type by op type.
+
+    python benchmarks/op_profile.py --impl keras-vit-onednn --task train --precision bf16
+
+Runs a few steps of one benchmark job (``benchmarks/registry.py``) under the
+TensorFlow profiler, reads the trace (XPlane) and prints, per op type, the
+time summed over all threads, its share of the total, and how many times the
+op ran per step. Op time is summed over the intra-op threads, so the total is
+about ``threads x step time``. Graph-mode (``jit_compile=False``) jobs show
+TensorFlow/oneDNN kernels by type; XLA jobs show fused clusters.
+``--inter-op 1`` runs one op at a time, so that each op's time is its own
+(with the default, ops running side by side stretch each other's times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import tempfile
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _op_type(name):
+    """``"scope/op_name:OpType"`` -> ``"OpType"``."""
+    return name.rsplit(":", 1)[-1]
+
+
+def op_times(xspace_path):
+    """Total microseconds and call counts per op type, from a profiler trace.
+
+    TensorFlow kernels appear on the executor threads (``tf_Compute/...``)
+    as ``"scope/op_name:OpType"`` events.
+
+    Args:
+        xspace_path: path to a ``.xplane.pb`` file written by the profiler.
+
+    Returns:
+        (Counter op_type -> microseconds, Counter op_type -> calls).
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(xspace_path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals, counts = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" in name and "::" not in name:  # "::": profiler spans, not ops
+                    op = _op_type(name)
+                    totals[op] += event.duration_ps / 1e6
+                    counts[op] += 1
+    return totals, counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--impl", default="keras-vit-onednn")
+    parser.add_argument("--task", default="train")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0: default)")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    if args.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+
+    from benchmarks.registry import IMPLS
+
+    with tempfile.TemporaryDirectory() as workdir:
+        step = IMPLS[args.impl].builder(args.task, args.precision, workdir)
+        for _ in range(3):
+            step()
+        logdir = os.path.join(workdir, "profile")
+        tf.profiler.experimental.start(logdir)
+        for _ in range(args.steps):
+            step()
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        totals, counts = op_times(path)
+    total = sum(totals.values())
+    print(f"{args.impl} {args.task} {args.precision}: {total / 1e3 / args.steps:.0f} ms "
+          f"of op time per step (summed over threads)")
+    print(f"{'op type':40} {'ms/step':>9} {'share':>7} {'calls/step':>10}")
+    for op, us in totals.most_common(args.top):
+        print(f"{op:40} {us / 1e3 / args.steps:9.1f} {us / total:7.1%} "
+              f"{counts[op] / args.steps:10.0f}")
+
+
+if __name__ == "__main__":
+    main()
