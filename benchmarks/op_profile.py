@@ -18,10 +18,13 @@ import argparse
 import collections
 import glob
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 
 
 def _op_type(name):

@@ -87,6 +87,15 @@ def measure_gemms():
     }
 
 
+def measure_floors(tasks):
+    """``{"task precision": row}`` of each task's GEMM-only floor, in fresh processes."""
+    return {
+        f"{task} {precision}": run_worker(["--impl", "gemm-floor", "--task", task,
+                                           "--precision", precision])
+        for task in tasks for precision in GEMM_PRECISIONS
+    }
+
+
 def merge_runs(runs, gemm):
     """One row per job: the best sweep, plus the fraction of the GEMM rate."""
     rows = {}
@@ -149,7 +158,7 @@ def main(argv=None):
     info = machine()
     jobs = plan_jobs(args.impls, args.tasks, args.quick)
     started = time.time()
-    gemm_runs = [measure_gemms()]
+    gemm_runs, floors = [measure_gemms()], {}
     runs = []
     try:
         prepare_exports(jobs, workdir)
@@ -166,20 +175,23 @@ def main(argv=None):
                 runs.append({"impl": impl, "model": f"ViT-{variant}", "task": task,
                              "precision": precision, "batch": batch, **row})
         gemm_runs.append(measure_gemms())
+        floors = measure_floors(args.tasks)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     gemm = {p: max(g[p] for g in gemm_runs if g[p]) for p in GEMM_PRECISIONS
             if any(g[p] for g in gemm_runs)}
     rows = merge_runs(runs, gemm)
-    targets = evaluate_targets(rows)
+    targets = evaluate_targets(rows, floors)
     info.update(load_average_end=os.getloadavg(), minutes=round((time.time() - started) / 60, 1))
     print(f"\nGEMM GFLOP/s (best of start/end): {gemm}  machine: {info}\n")
     print(format_table(rows))
+    print("\nGEMM-only floor (benchmarks/gemm_floor.py): " + ", ".join(
+        f"{key} {row.get('images_per_s')} img/s" for key, row in floors.items()))
     print("\n" + format_targets(targets))
     if args.json:
         result = dict(machine=info, mode="quick" if args.quick else "full", gemm_gflops=gemm,
-                      gemm_runs=gemm_runs, rows=rows, runs=runs, targets=targets)
+                      gemm_runs=gemm_runs, floors=floors, rows=rows, runs=runs, targets=targets)
         write_json_atomic(result, args.json, indent=1)
     return 0
 

@@ -32,6 +32,9 @@ TARGETS = (
     ("mixed_bfloat16 train S/16 b16 vs keras-hub fp32",
      (OURS, "train", "bf16", "images_per_s"),
      (("keras-hub",), "train", "fp32", "images_per_s"), 1.8),
+    ("fp32 infer B/16 b1 latency: keras-vit's ONNX export vs onnxruntime peer",
+     (("keras-vit-onnx",), "infer_b1", "fp32", "latency_ms"),
+     (("hf-onnx",), "infer_b1", "fp32", "latency_ms"), None),
     ("SavedModel b16 vs in-process Keras XLA",
      (("keras-vit-savedmodel",), "infer_b16", "fp32", "images_per_s"),
      (("keras-vit",), "infer_b16", "fp32", "images_per_s"), 0.95),
@@ -59,12 +62,19 @@ def _best(rows, impls, task, precision, metric):
     return pick(candidates, key=lambda r: r[metric])
 
 
-def evaluate_targets(rows):
+def evaluate_targets(rows, floors=None):
     """Measured ratio of every target whose both sides ran.
+
+    Args:
+        rows: merged result rows.
+        floors: optional ``{"task precision": floor row}`` from
+            ``benchmarks/gemm_floor.py``: each required speed is then also
+            given as a share of the GEMM-only floor (over 1: out of reach).
 
     Returns:
         list of dicts: ``target``, ``ours`` / ``theirs`` (impl and value),
-        ``ratio``, ``required`` (None: reported only) and ``met``.
+        ``ratio``, ``required`` (None: reported only), ``met`` and
+        ``required_share_of_floor`` (None when not applicable).
     """
     results = []
     for name, ours_side, theirs_side, required in TARGETS:
@@ -80,8 +90,20 @@ def evaluate_targets(rows):
             ours=f"{ours['impl']} {a}", theirs=f"{theirs['impl']} {b}",
             ratio=round(ratio, 3), required=required,
             met=None if required is None else ratio >= required,
+            required_share_of_floor=_share_of_floor(
+                floors, ours_side[1], ours_side[2], metric, b, required),
         ))
     return results
+
+
+def _share_of_floor(floors, task, precision, metric, theirs, required):
+    """The required speed over the GEMM-only floor's speed (``None`` if not applicable)."""
+    floor = (floors or {}).get(f"{task} {precision}") or {}
+    if required is None or metric == "peak_rss_mb" or floor.get("status") != "ok":
+        return None
+    if metric == "latency_ms":  # floor latency over the latency needed
+        return round(floor["latency_ms"] / (theirs / required), 3)
+    return round(theirs * required / floor["images_per_s"], 3)
 
 
 def format_targets(results):
@@ -90,8 +112,10 @@ def format_targets(results):
     for r in results:
         verdict = "info" if r["met"] is None else ("MET" if r["met"] else "missed")
         need = "" if r["required"] is None else f">= {r['required']}"
+        share = r.get("required_share_of_floor")
+        floor = "" if share is None else f" needs {100 * share:.0f} % of the GEMM-only floor"
         lines.append(
             f"  {r['target']:52} {r['ratio']:6.3f} {need:8} {verdict:6} "
-            f"[{r['ours']} vs {r['theirs']}]"
+            f"[{r['ours']} vs {r['theirs']}]{floor}"
         )
     return "\n".join(lines)

@@ -50,6 +50,18 @@ def run_gemm(precision):
     )
 
 
+def run_floor(task, precision):
+    """The floor row: ``impl="gemm-floor"``, the task's GEMM-only bound in ``images_per_s``."""
+    from benchmarks.gemm_floor import gemm_floor
+
+    floor = gemm_floor(task, precision)
+    return dict(
+        impl="gemm-floor", task=task, precision=precision, status="ok",
+        images_per_s=floor["images_per_s"], latency_ms=floor["step_ms"],
+        optimizer_ms=floor["optimizer_ms"],
+    )
+
+
 def run_job(impl, task, precision, workdir, warmup, min_steps, min_time, prepare_only=False):
     """Builds one implementation and times it; returns the result row.
 
@@ -100,6 +112,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.impl == "gemm":
         row = run_gemm(args.precision)
+    elif args.impl == "gemm-floor":
+        row = run_floor(args.task, args.precision)
     else:
         row = run_job(
             args.impl, args.task, args.precision, args.workdir,
