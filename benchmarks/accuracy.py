@@ -208,8 +208,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the report to this file")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and photo crops")
+    parser.add_argument("--photo-crops", type=int, help="random crops per photo (default 6, quick 1)")
     args = parser.parse_args(argv)
     epochs, crops = (4, 1) if args.quick else (30, 6)
+    crops = args.photo_crops or crops
     with tempfile.TemporaryDirectory(prefix="keras_vit_accuracy_") as workdir:
         report = dict(digits=digits_report(epochs, workdir), photos=photos_report(crops, workdir))
     print(format_report(report))

@@ -1,0 +1,81 @@
+"""Training-time XLA fusion (keras_vit.fusion): same numbers, same gradients, XLA-free exports."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit import layers as vit_layers
+
+rng = np.random.default_rng(0)
+
+
+def _small_vit(**kwargs):
+    return keras_vit.ViT(
+        image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=4,
+        mlp_dim=64, num_classes=5, **kwargs,
+    )
+
+
+def _loss_and_grads(model, images, training):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(model(images, training=training)))
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+
+@pytest.mark.parametrize("semantics", ["timm", "official"])  # exact and tanh GELU
+def test_fused_training_path_equals_unfused_inference_path(semantics):
+    # Without dropout, training=True (LayerNorm, GELU and softmax as XLA
+    # clusters) and training=False (plain ops) compute the same function.
+    model = _small_vit(semantics=semantics)
+    images = rng.uniform(-1, 1, (3, 16, 16, 3)).astype("float32")
+    fused_loss, fused = _loss_and_grads(model, images, training=True)
+    plain_loss, plain = _loss_and_grads(model, images, training=False)
+    np.testing.assert_allclose(fused_loss, plain_loss, rtol=1e-5)
+    assert len(fused) == len(plain) and all(g is not None for g in fused)
+    for variable, a, b in zip(model.trainable_variables, fused, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=variable.path)
+
+
+def test_fused_layer_norm_matches_keras_layer_norm_and_its_gradients():
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 7, 24)).astype("float32"))
+    norm = vit_layers.LayerNorm(epsilon=1e-6)
+    norm.build(x.shape)
+    norm.gamma.assign(rng.normal(size=24).astype("float32"))
+    norm.beta.assign(rng.normal(size=24).astype("float32"))
+    results = []
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = norm(x, training=training)
+            loss = tf.reduce_sum(y * tf.range(24, dtype="float32"))
+        results.append((y, *tape.gradient(loss, [x, norm.gamma, norm.beta])))
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+
+
+def _xla_marked(concrete_function):
+    """Names of the functions in a traced graph that carry ``_XlaMustCompile``."""
+    graph_def = concrete_function.graph.as_graph_def()
+    return [
+        f.signature.name for f in graph_def.library.function
+        if f.attr.get("_XlaMustCompile") is not None and f.attr["_XlaMustCompile"].b
+    ]
+
+
+def test_inference_graphs_have_no_xla_clusters_training_graphs_do():
+    # Exports trace the model in inference: they must run where XLA is off
+    # (TF Serving's default, TFLite, ONNX). Training graphs get the clusters.
+    model = _small_vit()
+    spec = tf.TensorSpec((None, 16, 16, 3), tf.float32)
+    inference = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    training = tf.function(lambda x: model(x, training=True)).get_concrete_function(spec)
+    assert _xla_marked(inference) == []
+    assert len(_xla_marked(training)) >= 3  # LayerNorm, GELU, softmax
+
+
+def test_empty_batch_gives_empty_outputs():
+    # The patch embedding is a reshape and a GEMM, so an empty batch stays empty
+    # (a strided convolution returned its input unchanged for one).
+    model = _small_vit()
+    assert tuple(model(np.zeros((0, 16, 16, 3), "float32")).shape) == (0, 5)
