@@ -130,7 +130,7 @@ class PatchEncoder(layers.Layer):
     stored as one (the official ``(P, P, C, D)`` kernel). It is computed as
     what it is, one GEMM: the patches are cut with a reshape and a transpose
     to ``(B N, P P C)`` and multiplied by the flattened kernel. In training
-    the kernel gradient is then one more GEMM, about 10x faster on oneDNN
+    the kernel gradient is then one more GEMM, about 4x faster on oneDNN
     than the strided convolution's filter gradient, and an empty batch
     stays empty.
 

@@ -107,7 +107,9 @@ def test_serve_bytes_resizes_jpeg(signatures):
     photo = tf.io.encode_jpeg(data.chelsea()).numpy()  # 300x451, resized inside
     out = signatures["serve_bytes"](image_bytes=tf.constant([photo, photo]))
     assert out["logits"].shape == (2, 10)
-    np.testing.assert_array_equal(out["logits"][0], out["logits"][1])
+    # Same photo, same resize: equal up to float32 rounding (oneDNN's GEMMs and
+    # reductions may block rows of a batch differently, so not bit for bit).
+    np.testing.assert_allclose(out["logits"][0], out["logits"][1], atol=1e-5, rtol=0)
 
 
 def test_warmup_requests_parse_and_run(exported, signatures):
