@@ -9,11 +9,24 @@ GEMM_SIZE = 4096
 GEMM_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
-def measure_gemm(precision, size=GEMM_SIZE, repeats=7):
-    """Best-of-``repeats`` GFLOP/s of a ``size``^3 TensorFlow matmul.
+def best_seconds(call, repeats):
+    """Fastest of ``repeats`` timed runs of ``call()``, after one untimed warm-up.
 
     The best run, like the model rows: on a shared machine the fastest
-    repetition is the one least disturbed by other processes.
+    repetition is the one least disturbed by other processes. ``call`` must
+    return only when its work is done (e.g. end in ``.numpy()``).
+    """
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_gemm(precision, size=GEMM_SIZE, repeats=7):
+    """Best-of-``repeats`` GFLOP/s of a ``size``^3 TensorFlow matmul (``best_seconds``).
 
     Args:
         precision: str. ``"fp32"`` or ``"bf16"``.
@@ -29,10 +42,4 @@ def measure_gemm(precision, size=GEMM_SIZE, repeats=7):
         raise ValueError(f"GEMM precision must be one of {tuple(GEMM_DTYPES)}, got {precision!r}.")
     matrix = tf.cast(tf.random.normal((size, size)), GEMM_DTYPES[precision])
     product = tf.function(tf.matmul)
-    product(matrix, matrix).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(matrix, matrix).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / min(times) / 1e9
+    return 2 * size**3 / best_seconds(lambda: product(matrix, matrix).numpy(), repeats) / 1e9

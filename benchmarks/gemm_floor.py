@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 
+from benchmarks.gemm import GEMM_DTYPES, best_seconds  # noqa: E402
 from benchmarks.specs import TASKS, model_spec  # noqa: E402
-
-GEMM_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def step_gemms(task):
@@ -79,13 +77,7 @@ def time_gemm(batch, m, k, n, precision, repeats=5):
     b = tf.cast(tf.random.normal(shape_b), dtype)
     # Only a corner of the product comes back: copying it out is not GEMM time.
     product = tf.function(lambda a, b: tf.matmul(a, b)[..., :1, :1])
-    product(a, b).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(lambda: product(a, b).numpy(), repeats)
 
 
 def time_optimizer_update(task, repeats=7):
@@ -101,14 +93,12 @@ def time_optimizer_update(task, repeats=7):
     optimizer.build(variables)
     grads = [tf.random.normal(v.shape, stddev=1e-3) for v in variables]
     update = tf.function(lambda g: optimizer.apply(g, variables), autograph=False)
-    update(grads)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def step():
         update(grads)
         variables[0].numpy()
-        best = min(best, time.perf_counter() - start)
-    return best
+
+    return best_seconds(step, repeats)
 
 
 def gemm_floor(task, precision):

@@ -22,7 +22,7 @@ import math
 import keras
 from keras import initializers, layers, ops
 
-from keras_vit.fusion import xla_fused
+from keras_vit.fusion import fused_in_training
 from keras_vit.posemb import POSEMB_INTERPOLATIONS, resize_position_embedding
 
 _PACKAGE = "keras_vit"
@@ -46,21 +46,19 @@ def gelu(x, approximate=False):
     return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
-# Training-time element-wise regions, each one XLA cluster (see fusion.py).
-_gelu_exact_fused = xla_fused(gelu)
-_gelu_tanh_fused = xla_fused(lambda x: gelu(x, approximate=True))
-
-
 def _softmax_float32(logits):
     """Softmax over the last axis in float32, returned in the logits' dtype."""
     return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
 
 
-_softmax_float32_fused = xla_fused(_softmax_float32)
+# Element-wise regions that run as one XLA cluster each in training (fusion.py);
+# ``gelu`` is looked up per call, so it stays the one definition.
+_gelu = fused_in_training(lambda x, approximate: gelu(x, approximate))
+_softmax = fused_in_training(_softmax_float32)
 
 
 def layer_norm(x, gamma, beta, epsilon):
-    """LayerNorm over the last axis, statistics in float32: ``(..., D) -> (..., D)``.
+    """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
 
     ``(x - mean) * rsqrt(var + epsilon) * gamma + beta``, the variance taken
     of the centred values; returned in ``x``'s dtype. The same numbers as
@@ -74,15 +72,16 @@ def layer_norm(x, gamma, beta, epsilon):
         epsilon: float. Added to the variance.
     """
     dtype = x.dtype
-    x = ops.cast(x, "float32")
+    compute_dtype = keras.backend.result_type(dtype, "float32")
+    x = ops.cast(x, compute_dtype)
     mean = ops.mean(x, axis=-1, keepdims=True)
     centred = x - mean
     variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
     y = centred * ops.rsqrt(variance + epsilon)
-    return ops.cast(y * ops.cast(gamma, "float32") + ops.cast(beta, "float32"), dtype)
+    return ops.cast(y * ops.cast(gamma, compute_dtype) + ops.cast(beta, compute_dtype), dtype)
 
 
-_layer_norm_fused = xla_fused(layer_norm)
+_layer_norm = fused_in_training(layer_norm)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -103,8 +102,8 @@ class LayerNorm(layers.LayerNormalization):
         plain = self.rms_scaling or not (self.center and self.scale) or not last_axis
         if plain or keras.backend.backend() != "tensorflow":
             return super().call(inputs)
-        norm = _layer_norm_fused if training else layer_norm
-        return ops.cast(norm(inputs, self.gamma, self.beta, self.epsilon), self.compute_dtype)
+        outputs = _layer_norm(inputs, self.gamma, self.beta, self.epsilon, training=training)
+        return ops.cast(outputs, self.compute_dtype)
 
 
 def _fan_initializer(initializer, fan_shape):
@@ -165,7 +164,8 @@ class PatchEncoder(layers.Layer):
         patches = ops.transpose(patches, (0, 1, 3, 2, 4, 5))
         patches = ops.reshape(patches, (-1, p * q * channels))
         kernel = ops.reshape(self.kernel, (p * q * channels, self.hidden_size))
-        x = ops.matmul(patches, ops.cast(kernel, patches.dtype)) + ops.cast(self.bias, patches.dtype)
+        bias = ops.cast(self.bias, patches.dtype)
+        x = ops.matmul(patches, ops.cast(kernel, patches.dtype)) + bias
         return ops.reshape(x, (batch, rows * cols, self.hidden_size))
 
     def compute_output_shape(self, input_shape):
@@ -370,7 +370,7 @@ class MultiHeadSelfAttention(layers.Layer):
                 scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
                 probs = ops.cast(scores, v.dtype)
             else:
-                probs = (_softmax_float32_fused if training else _softmax_float32)(logits)
+                probs = _softmax(logits, training=training)
             probs = self.attention_dropout(probs, training=training)
             context = ops.transpose(ops.einsum("bhqs,bhsk->bhqk", probs, v), (0, 2, 1, 3))
         else:  # the query is pre-scaled in _project
@@ -433,11 +433,7 @@ class MlpBlock(layers.Layer):
         # On 2-D tokens each Dense is one MatMul + BiasAdd, which oneDNN
         # fuses with the GELU that follows (a 3-D Dense is a Tensordot).
         x = ops.reshape(x, (-1, shape[-1]))
-        x = self.dense_0(x)
-        if training:
-            x = (_gelu_tanh_fused if self.approximate_gelu else _gelu_exact_fused)(x)
-        else:
-            x = gelu(x, approximate=self.approximate_gelu)
+        x = _gelu(self.dense_0(x), self.approximate_gelu, training=training)
         x = self.dropout(x, training=training)
         x = self.dropout(self.dense_1(x), training=training)
         return ops.reshape(x, shape)
