@@ -8,7 +8,7 @@ Data flow (``ViT.forward_intermediates`` names each stage)::
       -> ClassToken                (B, 1 + N, D)    (classifier="token")
       -> AddPositionEmbs           (B, T, D)        "with_posemb"
       -> dropout -> TransformerBlock x L            "block_{i}"
-      -> LayerNorm                 (B, T, D)        "encoded"
+      -> LayerNorm (float32)       (B, T, D)        "encoded"
       -> pool: class token | mean of tokens (B, D)  "pooled"
       -> [Dense + tanh]            (B, R)           "pre_logits"
       -> head Dense (float32)      (B, classes)     "logits"
@@ -172,7 +172,9 @@ class ViT(keras.Model):
             name="posembed_input",
             dtype=policy,
         )
-        self.embedding_dropout = layers.Dropout(self.dropout_rate, dtype=policy)
+        # The residual stream stays in the variable dtype (float32 under
+        # mixed precision); see layers.ResidualStreamInput.
+        self.embedding_dropout = layers.Dropout(self.dropout_rate, dtype=policy.variable_dtype)
         self.blocks = [
             TransformerBlock(
                 self.num_heads,
@@ -187,8 +189,11 @@ class ViT(keras.Model):
             )
             for i in range(self.num_layers)
         ]
+        # float32 like the head it feeds (one LayerNorm, no GEMM to speed up).
         self.encoder_norm = LayerNorm(
-            epsilon=self.layer_norm_epsilon, name="encoder_norm", dtype=policy
+            epsilon=self.layer_norm_epsilon,
+            name="encoder_norm",
+            dtype=policy.variable_dtype,
         )
         self.pre_logits = None
         if self.representation_size and self.classifier != "unpooled":

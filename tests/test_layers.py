@@ -128,3 +128,28 @@ def test_load_image_rejects_non_images(tmp_path):
     path.write_text("not an image")
     with pytest.raises(ValueError, match="Cannot decode"):
         load_image(path, 32)
+
+
+def test_residual_stream_stays_float32_under_mixed_precision():
+    # Tokens with a large common offset: bfloat16 (8 significant bits) rounds
+    # 1000 + N(0, 1) to steps of 4 or 8, which would wipe out what LayerNorm
+    # normalises and what a block adds to the stream.
+    rng = np.random.default_rng(0)
+    tokens = (1000.0 + rng.normal(size=(2, 5, 16))).astype("float32")
+    norm_fp32 = vit_layers.LayerNorm(epsilon=1e-6)
+    expected = keras.ops.convert_to_numpy(norm_fp32(tokens))
+    norm_mixed = vit_layers.LayerNorm(epsilon=1e-6, dtype="mixed_bfloat16")
+    out = norm_mixed(tokens)
+    assert out.dtype == "bfloat16"  # ready for the next GEMM
+    # bfloat16 output rounding only: 2^-8 relative to values of about 3.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out).astype("float32"), expected,
+                               atol=3 * 2.0**-8)
+
+    block = vit_layers.TransformerBlock(num_heads=2, mlp_dim=32, dtype="mixed_bfloat16")
+    y = block(tokens)
+    assert y.dtype == "float32"
+    # The block adds small branches to the stream: they must survive in it.
+    added = keras.ops.convert_to_numpy(y) - tokens
+    assert np.abs(added).max() > 0
+    assert np.abs(added).max() < 100.0
+    assert np.abs(np.round(added * 8) - added * 8).max() > 1e-3  # not on bfloat16's grid at 1000
