@@ -48,7 +48,7 @@ IMPLS = {
         INFERENCE, ("fp32",), True, quick=False, exported=True,
     ),
     "keras-vit-tflite": Impl(
-        portable_impls.build_tflite, INFERENCE, ("int8",), True, exported=True
+        portable_impls.build_tflite, INFERENCE, ("fp32", "int8"), True, exported=True
     ),
     "keras-vit-onnx": Impl(
         portable_impls.build_keras_vit_onnx, INFERENCE, ("fp32",), True, quick=False,
