@@ -93,17 +93,22 @@ def evaluate_targets(rows, floors=None):
             ours=f"{ours['impl']} {a}", theirs=f"{theirs['impl']} {b}",
             ratio=round(ratio, 3), required=required,
             met=None if required is None else ratio >= required,
-            required_share_of_floor=_share_of_floor(
-                floors, ours_side[1], ours_side[2], metric, b, required)
-            if set(ours_side[0]) <= set(OURS) else None,  # floors are TensorFlow's kernels
+            required_share_of_floor=_share_of_floor(floors, ours_side, b, required),
         ))
     return results
 
 
-def _share_of_floor(floors, task, precision, metric, theirs, required):
-    """The required speed over the GEMM-only floor's speed (``None`` if not applicable)."""
+def _share_of_floor(floors, ours_side, theirs, required):
+    """The required speed over the GEMM-only floor's speed (``None`` if not applicable).
+
+    The floors time TensorFlow's kernels, so they apply to the in-process
+    implementations (``OURS``) only, not to exports run by other runtimes.
+    """
+    impls, task, precision, metric = ours_side
     floor = (floors or {}).get(f"{task} {precision}") or {}
     if required is None or metric == "peak_rss_mb" or floor.get("status") != "ok":
+        return None
+    if not set(impls) <= set(OURS):
         return None
     if metric == "latency_ms":  # floor latency over the latency needed
         return round(floor["latency_ms"] / (theirs / required), 3)
