@@ -44,9 +44,9 @@ import tensorflow as tf  # noqa: E402
 
 from keras_vit.atomic import write_json_atomic  # noqa: E402
 from keras_vit.data import load_digits  # noqa: E402
-from keras_vit.models import ViT, build_variant  # noqa: E402
-from keras_vit.preprocessing import preprocess_input  # noqa: E402
-from keras_vit.tflite import convert_tflite  # noqa: E402
+from keras_vit.model.vit import ViT, build_variant  # noqa: E402
+from keras_vit.data.images import preprocess_input  # noqa: E402
+from keras_vit.export.tflite import convert_tflite  # noqa: E402
 
 DIGITS_VIT = dict(image_size=8, patch_size=2, hidden_size=64, num_layers=4, num_heads=4,
                   mlp_dim=128, num_classes=10, channels=1)
@@ -116,7 +116,7 @@ def bfloat16_copy(model):
 
 
 def tflite_logits(model, pixels, quantization, workdir, representative=None):
-    """Logits of ``model`` converted by ``keras_vit.tflite`` and run with LiteRT."""
+    """Logits of ``model`` converted by ``keras_vit.export.tflite`` and run with LiteRT."""
     from ai_edge_litert.interpreter import Interpreter
 
     path = os.path.join(workdir, f"{model.name}_{quantization}.tflite")

@@ -101,7 +101,7 @@ def main():
         for name, options in settings.items():
             options = dict(options)
             cache = options.pop("cache", False)
-            pipeline = data.train_pipeline(
+            pipeline = data.train_stream(
                 source, args.image_size, args.batch_size, augment=options, cache=cache, repeat=True
             )
             if cache:  # fill the cache once before timing

@@ -4,7 +4,7 @@ Builders have the signature of ``benchmarks.keras_impls`` builders. Exported
 files are written once into ``workdir`` (by the first process that needs
 them) and reused by later processes; export time is never timed. The
 keras-vit artifacts come from the package's own exporters
-(``keras_vit.serving``, ``keras_vit.tflite``, ``keras_vit.onnx_export``), so
+(``keras_vit.export.saved_model``, ``keras_vit.export.tflite``, ``keras_vit.export.onnx``), so
 the numbers are those of what users deploy. Their graphs take pixels in
 [0, 255] and include the preprocessing and the softmax (a negligible cost).
 """
@@ -19,7 +19,7 @@ from benchmarks.keras_impls import random_batch
 from benchmarks.specs import TASKS, model_spec
 
 THREADS = os.cpu_count()
-# Benchmark precision -> keras_vit.tflite quantization.
+# Benchmark precision -> keras_vit.export.tflite quantization.
 TFLITE_QUANTIZATIONS = {"fp32": "float32", "int8": "dynamic"}
 
 
@@ -46,21 +46,21 @@ def _cached(workdir, filename, write):
 
 
 def _float32_keras_vit(task):
-    from keras_vit.models import build_variant
+    from keras_vit.model.vit import build_variant
 
     variant = TASKS[task][0]
     return build_variant(variant, image_size=model_spec(variant)["image_size"], dtype="float32")
 
 
 def build_saved_model(task, precision, workdir, jit_compile=False):
-    """SavedModel ``serving_default`` as ``keras_vit.serving`` exports it.
+    """SavedModel ``serving_default`` as ``keras_vit.export.saved_model`` exports it.
 
     With ``jit_compile=True`` the same serving function is saved inside an
     XLA-compiled ``tf.function`` (the attribute is kept in the SavedModel).
     """
     import tensorflow as tf
 
-    from keras_vit.serving import ServingFunctions, images_spec, write_saved_model
+    from keras_vit.export.saved_model import ServingFunctions, images_spec, write_saved_model
 
     _inference_only(task, "SavedModel")
     variant = TASKS[task][0].replace("/", "")
@@ -88,10 +88,10 @@ def build_saved_model(task, precision, workdir, jit_compile=False):
 
 
 def build_tflite(task, precision, workdir):
-    """LiteRT interpreter on ``keras_vit.tflite`` output (int8 = dynamic range)."""
+    """LiteRT interpreter on ``keras_vit.export.tflite`` output (int8 = dynamic range)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_vit.tflite import convert_tflite
+    from keras_vit.export.tflite import convert_tflite
 
     _inference_only(task, "TFLite")
     quantization = TFLITE_QUANTIZATIONS[precision]
@@ -118,8 +118,8 @@ def _onnx_session(path):
 
 
 def build_keras_vit_onnx(task, precision, workdir):
-    """onnxruntime on keras-vit's tf2onnx export (``keras_vit.onnx_export``)."""
-    from keras_vit.onnx_export import convert_onnx
+    """onnxruntime on keras-vit's tf2onnx export (``keras_vit.export.onnx``)."""
+    from keras_vit.export.onnx import convert_onnx
 
     _inference_only(task, "ONNX")
     variant = TASKS[task][0].replace("/", "")

@@ -1,12 +1,12 @@
 """What is measured: model sizes, tasks, precisions, and the FLOPs of a ViT.
 
-Model sizes come from ``keras_vit.configs`` (the one variant table), so every
+Model sizes come from ``keras_vit.model.variants`` (the one variant table), so every
 implementation builds exactly the same architecture.
 """
 
 from __future__ import annotations
 
-from keras_vit import configs
+from keras_vit.model import variants
 
 IMAGE_SIZE = 224
 NUM_CLASSES = 1000
@@ -28,7 +28,7 @@ def model_spec(variant):
         dict with ``patch_size``, ``hidden_size``, ``num_layers``,
         ``num_heads``, ``mlp_dim``, ``image_size`` and ``num_classes``.
     """
-    config = configs.variant_config(variant)
+    config = variants.variant_config(variant)
     if config["resnet_layers"] is not None:
         raise ValueError(f"benchmarks cover plain ViTs only, got {variant!r}.")
     return dict(

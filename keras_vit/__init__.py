@@ -8,8 +8,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_vit.configs import SIZES, VARIANTS, count_parameters  # noqa: E402
-from keras_vit.layers import (  # noqa: E402
+from keras_vit.model.variants import SIZES, VARIANTS, count_parameters  # noqa: E402
+from keras_vit.model.layers import (  # noqa: E402
     AddPositionEmbs,
     ClassToken,
     MlpBlock,
@@ -17,17 +17,17 @@ from keras_vit.layers import (  # noqa: E402
     PatchEncoder,
     TransformerBlock,
 )
-from keras_vit.models import FACTORIES, ViT, build_variant  # noqa: E402
-from keras_vit.posemb import (  # noqa: E402
+from keras_vit.model.vit import FACTORIES, ViT, build_variant  # noqa: E402
+from keras_vit.model.posemb import (  # noqa: E402
     POSEMB_INTERPOLATIONS,
     interpolation_matrix,
     resize_position_embedding,
 )
-from keras_vit.preprocessing import load_image, preprocess_input  # noqa: E402
-from keras_vit.resnet import ResNetStem, StdConv2D  # noqa: E402
+from keras_vit.data.images import load_image, preprocess_input  # noqa: E402
+from keras_vit.model.resnet import ResNetStem, StdConv2D  # noqa: E402
 from keras_vit.weights import load_weights, model_from_checkpoint  # noqa: E402
-from keras_vit.export import export_model  # noqa: E402
-from keras_vit.artifacts import load_artifact  # noqa: E402
+from keras_vit.export.exporter import export_model  # noqa: E402
+from keras_vit.export.artifacts import load_artifact  # noqa: E402
 
 globals().update(FACTORIES)
 

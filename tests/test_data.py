@@ -97,10 +97,10 @@ def test_dev_split_is_exact_disjoint_and_spread():
         data.split_dev(source, 100)
 
 
-def test_train_pipeline_augments_to_model_input(tmp_path):
+def test_train_stream_augments_to_model_input(tmp_path):
     _write_png_folder(tmp_path, images_per_class=4)
     source = data.open_source(str(tmp_path))
-    batches = data.train_pipeline(
+    batches = data.train_stream(
         source, 16, batch_size=4, augment={"mixup": 1.0}, seed=3, deterministic=True
     )
     images, labels = next(iter(batches))
@@ -112,20 +112,20 @@ def test_train_pipeline_augments_to_model_input(tmp_path):
     assert sum(1 for _ in batches) == 2  # 8 examples, incomplete batches dropped
 
 
-def test_train_pipeline_deterministic_mode_repeats_exactly():
+def test_train_stream_deterministic_mode_repeats_exactly():
     source = data.open_source("digits:test")
 
     def first_batches():
-        batches = data.train_pipeline(source, 8, 32, seed=5, deterministic=True)
+        batches = data.train_stream(source, 8, 32, seed=5, deterministic=True)
         return [x.numpy() for x, _ in batches.take(3)]
 
     for a, b in zip(first_batches(), first_batches()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_train_pipeline_randaugment_and_cutmix_run():
+def test_train_stream_randaugment_and_cutmix_run():
     source = data.open_source("digits:test")
-    batches = data.train_pipeline(
+    batches = data.train_stream(
         source,
         8,
         16,
@@ -137,12 +137,12 @@ def test_train_pipeline_randaugment_and_cutmix_run():
 
 def test_unknown_augmentation_is_an_error():
     with pytest.raises(ValueError, match="Unknown augmentation 'blur'"):
-        data.train_pipeline(data.open_source("digits:test"), 8, 16, augment={"blur": 1})
+        data.train_stream(data.open_source("digits:test"), 8, 16, augment={"blur": 1})
 
 
-def test_eval_pipeline_resizes_and_scales_in_order():
+def test_eval_stream_resizes_and_scales_in_order():
     (_, _), (x_test, y_test) = data.load_digits()
-    batches = data.eval_pipeline(data.open_source("digits:test"), 8, 100)
+    batches = data.eval_stream(data.open_source("digits:test"), 8, 100)
     images, labels = next(iter(batches))
     np.testing.assert_allclose(images.numpy(), x_test[:100] / 127.5 - 1.0, atol=1e-5)
     np.testing.assert_array_equal(labels.numpy().argmax(-1), y_test[:100])

@@ -26,13 +26,13 @@ TINY_DIGITS = [*TINY_MODEL, "verbose=2"]
 MIRRORED_VS_ONE_DEVICE = """
 import json
 import numpy as np
-from keras_vit.strategies import make_strategy
+from keras_vit.train.strategies import make_strategy
 
 mirrored = make_strategy("mirrored", cpu_devices=2)  # before TensorFlow initialises
 import keras, tensorflow as tf
 from keras_vit.data import load_digits
-from keras_vit.recipes import load_recipe
-from keras_vit.training import build_model, build_optimizer, compile_model
+from keras_vit.train.recipe import load_recipe
+from keras_vit.train.loop import build_model, build_optimizer, compile_model
 
 recipe = load_recipe("digits_scratch", ["model.hidden_size=16", "model.num_layers=1",
     "model.num_heads=2", "model.mlp_dim=32", "model.dropout_rate=0.0", "optimizer=sgd",
@@ -76,7 +76,7 @@ def _env(**extra):
 
 
 def _train_command(output, *overrides):
-    return [sys.executable, "-m", "keras_vit.cli", "train", "digits_scratch", "--output",
+    return [sys.executable, "-m", "keras_vit_cli", "train", "digits_scratch", "--output",
             str(output), "--set", *TINY_DIGITS, *overrides]
 
 

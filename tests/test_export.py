@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.export import export_model
+from keras_vit.export.exporter import export_model
 from keras_vit.weights import model_from_checkpoint
 
 LABELS = [f"class_{i}" for i in range(10)]
@@ -134,7 +134,7 @@ def test_saved_model_without_serving_protos_skips_warmup_with_a_notice(
     """`pip install keras-vit[cpu]` has no tensorflow-serving-api: still exports."""
     import importlib.util
 
-    from keras_vit import serving
+    from keras_vit.export import saved_model as serving
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -310,11 +310,11 @@ def test_grpc_client_round_trip(signatures, photo_files):
 
 
 def test_onnx_that_onnxruntime_refuses_fails_loudly(monkeypatch, tmp_path):
-    import keras_vit.layers
-    from keras_vit.onnx_export import convert_onnx
+    import keras_vit.model.ops
+    from keras_vit.export.onnx import convert_onnx
 
     # TF's exact GELU lowers to Erfc: tf2onnx 1.17 exits cleanly with an invalid graph.
-    monkeypatch.setattr(keras_vit.layers, "gelu", lambda x, approximate=False: tf.nn.gelu(x))
+    monkeypatch.setattr(keras_vit.model.ops, "gelu", lambda x, approximate=False: tf.nn.gelu(x))
     model = keras_vit.ViT(
         image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2,
         mlp_dim=32, num_classes=3,

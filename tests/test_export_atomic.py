@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-import keras_vit.onnx_export
-from keras_vit import cli, export
-from keras_vit.export import ExportParityError, export_model
-from keras_vit.serving import next_version
+import keras_vit.export.onnx
+from keras_vit.export import exporter as export
+from keras_vit_cli import main as cli
+from keras_vit.export.exporter import ExportParityError, export_model
+from keras_vit.export.saved_model import next_version
 from keras_vit.weights import model_from_checkpoint
 
 
@@ -24,7 +25,7 @@ def checkpoint(fixtures_dir):
 
 def test_killed_export_leaves_no_version_folder(checkpoint, tmp_path):
     script = (
-        "from keras_vit.export import export_model\n"
+        "from keras_vit.export.exporter import export_model\n"
         "from keras_vit.weights import model_from_checkpoint\n"
         f"model = model_from_checkpoint({str(checkpoint)!r}, name='vit_token')\n"
         f"export_model(model, {str(tmp_path)!r}, ['saved_model', 'tflite', 'onnx'], verbose=False)\n"
@@ -48,7 +49,7 @@ def test_failed_conversion_cleans_up(checkpoint, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("injected conversion failure")
 
-    monkeypatch.setattr(keras_vit.onnx_export, "convert_onnx", broken)
+    monkeypatch.setattr(keras_vit.export.onnx, "convert_onnx", broken)
     model = model_from_checkpoint(checkpoint, name="vit_token")
     with pytest.raises(RuntimeError, match="injected"):
         export_model(model, tmp_path, ["saved_model", "onnx"], verbose=False)

@@ -11,7 +11,7 @@ import pytest
 
 import keras_vit
 from keras_vit.data import load_digits
-from keras_vit.export import export_model
+from keras_vit.export.exporter import export_model
 
 
 @pytest.fixture(scope="module")

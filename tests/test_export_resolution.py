@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vit.artifacts import load_artifact
-from keras_vit.export import export_model
+from keras_vit.export.artifacts import load_artifact
+from keras_vit.export.exporter import export_model
 from keras_vit.weights import model_from_checkpoint
 
 METHODS = {"official": "C", "bilinear": "A", "bicubic": "B"}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import fewshot
-from keras_vit.cli import main
+from keras_vit.analysis import fewshot
+from keras_vit_cli.main import main
 
 
 def clustered(rng, classes, per_class, dim, spread):

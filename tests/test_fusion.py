@@ -1,4 +1,4 @@
-"""Training-time XLA fusion (keras_vit.fusion): same numbers, same gradients, XLA-free exports."""
+"""Training-time XLA fusion (keras_vit.model.ops): same numbers, same gradients, XLA-free exports."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit import layers as vit_layers
+from keras_vit.model import layers as vit_layers
 
 rng = np.random.default_rng(0)
 

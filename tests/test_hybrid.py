@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.resnet import ResNetStem, StdConv2D
+from keras_vit.model.resnet import ResNetStem, StdConv2D
 from keras_vit.weights import load_weights
 from conftest import fixture_case
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import inspection
-from keras_vit.cli import main
+from keras_vit.analysis import inspection
+from keras_vit_cli.main import main
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=24, num_layers=2, num_heads=2, mlp_dim=48)
 
@@ -191,7 +191,7 @@ def test_inspect_command_rejects_bad_input(tiny_model_file, tmp_path, capsys):
 
 
 def test_hybrid_filters_come_from_the_resnet_root():
-    pytest.importorskip("keras_vit.resnet")
+    pytest.importorskip("keras_vit.model.resnet")
     model = keras_vit.ViT(
         image_size=32, patch_size=1, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=16,
         num_classes=2, resnet_layers=(), resnet_width=32,

@@ -8,8 +8,9 @@ import pytest
 from scipy.special import erf
 
 import keras_vit
-from keras_vit import layers as vit_layers
-from keras_vit.preprocessing import load_image, preprocess_input
+from keras_vit.model import layers as vit_layers
+from keras_vit.model import ops as vit_ops
+from keras_vit.data.images import load_image, preprocess_input
 
 rng = np.random.default_rng(0)
 
@@ -78,8 +79,8 @@ def test_gelu_exact_and_tanh_forms():
     x = np.linspace(-5, 5, 101).astype("float32")
     exact = 0.5 * x * (1 + erf(x / np.sqrt(2)))
     tanh = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    np.testing.assert_allclose(vit_layers.gelu(x), exact, atol=1e-6)
-    np.testing.assert_allclose(vit_layers.gelu(x, approximate=True), tanh, atol=1e-6)
+    np.testing.assert_allclose(vit_ops.gelu(x), exact, atol=1e-6)
+    np.testing.assert_allclose(vit_ops.gelu(x, approximate=True), tanh, atol=1e-6)
     assert np.abs(exact - tanh).max() > 1e-4
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import configs
+from keras_vit.model import variants
 
 TINY = dict(
     image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=96
@@ -172,9 +172,9 @@ def test_mixed_precision_forward_and_training_step():
     assert all(w.dtype == "float32" for w in model.trainable_weights)
 
 
-@pytest.mark.parametrize("name", list(configs.VARIANTS))
+@pytest.mark.parametrize("name", list(variants.VARIANTS))
 def test_every_variant_has_a_factory(name):
-    factory = getattr(keras_vit, configs.factory_name(name))
+    factory = getattr(keras_vit, variants.factory_name(name))
     assert name in factory.__doc__
     assert callable(factory)
 

@@ -3,7 +3,7 @@
 import pytest
 
 import keras_vit
-from keras_vit.configs import count_parameters
+from keras_vit.model.variants import count_parameters
 
 # Official counts at 224x224 with 1000 classes (vit_jax / timm).
 OFFICIAL_COUNTS = {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vit.posemb import resize_position_embedding
+from keras_vit.model.posemb import resize_position_embedding
 
 TOL = 1e-5
 # (source grid, target grid): up, down, non-square both ways, mixed.

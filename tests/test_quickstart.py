@@ -5,7 +5,7 @@ import json
 import keras
 import numpy as np
 
-from keras_vit import cli
+from keras_vit_cli import main as cli
 from keras_vit.data import load_digits
 
 

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import fixture_case
-from keras_vit import cli
-from keras_vit.recipes import DEFAULTS, PIPELINES_DIR, load_recipe
-from keras_vit.schedules import WarmupDecay
-from keras_vit.training import (
+from keras_vit_cli import main as cli
+from keras_vit.train.recipe import DEFAULTS, PIPELINES_DIR, load_recipe
+from keras_vit.train.schedules import WarmupDecay
+from keras_vit.train.loop import (
     build_model,
     build_optimizer,
     check_strategy_support,

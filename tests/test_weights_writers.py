@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import fixture_case
-from keras_vit.cli import main
+from keras_vit_cli.main import main
 from keras_vit.weights import (
     model_from_checkpoint,
     read_checkpoint,
@@ -79,7 +79,7 @@ def test_convert_cli_to_every_destination(fixtures_dir, tmp_path, capsys):
     for name in ("m.keras", "m.npz", "hf_folder"):
         model = model_from_checkpoint(tmp_path / name, **({} if name == "m.keras" else {"semantics": "official"}))
         assert max_diff(model(ref["inputs"]), ref["logits_official_semantics"]) <= TOL, name
-    from keras_vit.models import build_variant
+    from keras_vit.model.vit import build_variant
 
     tiny = dict(patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192, image_size=32, num_classes=10)
     h5 = build_variant("B/16", weights=tmp_path / "m.weights.h5", semantics="official", **tiny)

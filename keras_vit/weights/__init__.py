@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-from keras_vit.weights.architecture import checkpoint_config
-from keras_vit.weights.loading import CheckpointMismatchError, assign_checkpoint
+from keras_vit.weights.infer import checkpoint_config
+from keras_vit.weights.assign import CheckpointMismatchError, assign_checkpoint
 from keras_vit.weights.readers import FORMAT_DEFAULTS, Checkpoint, read_checkpoint
 from keras_vit.weights.registry import REGISTRY, download, fetch, get_entry
 from keras_vit.weights.writers import save_huggingface, save_keras, save_official_npz
@@ -113,7 +113,7 @@ def _check_registry_variant(weights, variant):
     entry = REGISTRY.get(os.fspath(weights))
     if entry is None or variant is None or entry.variant == variant:
         return
-    from keras_vit.configs import factory_name
+    from keras_vit.model.variants import factory_name
 
     raise ValueError(
         f"Weights {weights!r} are for ViT-{entry.variant}, not ViT-{variant}; "
@@ -172,7 +172,7 @@ def model_from_checkpoint(weights, num_heads=None, **overrides):
     Returns:
         A built, loaded ``keras_vit.ViT``.
     """
-    from keras_vit.models import ViT
+    from keras_vit.model.vit import ViT
 
     if not isinstance(weights, Checkpoint):
         path, _ = resolve_weights(weights)

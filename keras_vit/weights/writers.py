@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from keras_vit.atomic import atomic_path, write_json_atomic
-from keras_vit.weights.loading import model_variables
+from keras_vit.weights.assign import model_variables
 from keras_vit.weights.mappings import from_keras_layout, keras_to_source
 
 

@@ -1,0 +1,508 @@
+"""Looking inside a ViT: the paper's Figure 6 and Figure 7 as numbers and PNGs.
+
+Named ``inspection`` rather than ``inspect``: a module ``keras_vit/inspect.py``
+shadows the standard library's ``inspect`` whenever a script inside the
+package folder is run directly (``python keras_vit/cli.py``), which breaks
+TensorFlow's import.
+
+Numbers (NumPy, usable on any attention or weights, e.g. constructed ones):
+
+- ``attention_rollout``: Abnar & Zuidema's rollout (paper, Appendix D.8),
+  one heat map ``(batch, rows, cols)`` over the patch grid per image;
+- ``mean_attention_distance``: attention-weighted distance in pixels per
+  image, layer and head ``(batch, layers, heads)`` (Figure 7, right);
+- ``position_embedding_similarity``: cosine similarity of every patch's
+  position embedding with all others ``(rows, cols, rows, cols)``
+  (Figure 7, centre);
+- ``embedding_filter_components``: principal components of the
+  patch-embedding filters ``(k, kh, kw, channels)`` (Figure 7, left).
+
+Model helpers: ``model_attentions`` (runs ``ViT.forward_intermediates``),
+``grid_shape_of``, ``position_embedding_of``, ``embedding_filters_of``.
+
+Figures (matplotlib without pyplot, Agg canvas; written atomically; pixel
+sizes fixed by ``FIGURE_SIZES_PX``): ``save_rollout_overlay``,
+``save_attention_distance_plot``, ``save_position_similarity_plot``,
+``save_embedding_filters_plot``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from keras import ops
+
+from keras_vit.atomic import atomic_path
+
+#: Pixel size ``(width, height)`` of each figure (saved at ``FIGURE_DPI``).
+FIGURE_SIZES_PX = {
+    "rollout": (768, 288),
+    "attention_distance": (800, 600),
+    "position_similarity": (800, 800),
+    "embedding_filters": (800, 520),
+    "fewshot": (640, 480),
+}
+FIGURE_DPI = 100
+
+#: Number of principal components shown by default (as in the paper).
+NUM_FILTER_COMPONENTS = 28
+
+
+def grid_shape_of(model, image_shape):
+    """Patch grid ``(rows, cols)`` of a ``ViT`` for images of ``image_shape``.
+
+    Args:
+        model: a built ``keras_vit.ViT``.
+        image_shape: ``(batch, height, width, channels)``.
+
+    Returns:
+        ``(height // stride_h, width // stride_w)`` with the model's total
+        stride (patch size, times the ResNet stem stride for hybrids).
+
+    Raises:
+        ValueError: if the size is not a multiple of the stride.
+    """
+    height, width = image_shape[1], image_shape[2]
+    rows, cols = model.stride
+    if height % rows or width % cols:
+        raise ValueError(
+            f"Image size {height}x{width} is not a multiple of the model's "
+            f"total stride {rows}x{cols}."
+        )
+    return height // rows, width // cols
+
+
+def model_attentions(model, images):
+    """Every block's attention weights of a ``ViT`` on ``images``.
+
+    Args:
+        model: a built ``keras_vit.ViT`` (plain or hybrid, any classifier).
+        images: array ``(batch, height, width, channels)`` in [-1, 1], at
+            the model's size (or any multiple of the stride with
+            ``dynamic_resolution=True``).
+
+    Returns:
+        ``(attentions, grid_shape)``: a list of ``num_layers`` float32 arrays
+        ``(batch, heads, tokens, tokens)`` (rows: queries, softmax over the
+        keys) and the patch grid ``(rows, cols)``.
+    """
+    images = np.asarray(images, dtype="float32")
+    grid_shape = grid_shape_of(model, images.shape)
+    out = model.forward_intermediates(images, return_attention=True)
+    attentions = [
+        ops.convert_to_numpy(out[f"attention_{i}"]).astype("float32")
+        for i in range(model.num_layers)
+    ]
+    return attentions, grid_shape
+
+
+def _as_array(value, layout):
+    """float64 array whose rank matches ``layout`` (``"name (a, b)"``), else ValueError."""
+    array = np.asarray(value, dtype="float64")
+    if array.ndim != layout.count(",") + 1:
+        raise ValueError(f"Expected {layout}; got shape {array.shape}.")
+    return array
+
+
+def _check_attention(attention, grid_shape, num_prefix_tokens):
+    attention = np.asarray(attention, dtype="float64")
+    tokens = num_prefix_tokens + grid_shape[0] * grid_shape[1]
+    if attention.ndim != 4 or attention.shape[2:] != (tokens, tokens):
+        raise ValueError(
+            "Expected attention weights (batch, heads, tokens, tokens) with "
+            f"tokens = {num_prefix_tokens} prefix + {grid_shape[0]}x"
+            f"{grid_shape[1]} patches = {tokens}; got shape {attention.shape}."
+        )
+    return attention
+
+
+def attention_rollout(attentions, grid_shape, num_prefix_tokens=1):
+    """Attention rollout (Abnar & Zuidema, 2020; paper Appendix D.8).
+
+    Per layer the heads are averaged, the identity is added for the
+    residual connection and the rows are renormalised to sum to 1; the
+    layers are then multiplied, first layer rightmost. The output token's
+    row gives the map: the class token's row with a class token; for a
+    ``gap`` model (no prefix token) the mean of all rows, since its output
+    is the mean of all tokens. Only the columns of the patch tokens are
+    kept.
+
+    Args:
+        attentions: list of arrays ``(batch, heads, tokens, tokens)``, one
+            per layer in order.
+        grid_shape: ``(rows, cols)`` patch grid.
+        num_prefix_tokens: int. Leading non-patch tokens (1 with a class
+            token, 0 for ``gap``).
+
+    Returns:
+        float64 array ``(batch, rows, cols)``: the share of the output
+        token's information that flows from each patch (not renormalised;
+        the shares of the prefix tokens make up the rest).
+    """
+    if not len(attentions):
+        raise ValueError("attention_rollout needs the attention of at least one layer.")
+    joint = None
+    for attention in attentions:
+        layer = _check_attention(attention, grid_shape, num_prefix_tokens).mean(axis=1)
+        layer = layer + np.eye(layer.shape[-1])
+        layer = layer / layer.sum(axis=-1, keepdims=True)
+        joint = layer if joint is None else layer @ joint
+    output_rows = joint[:, :num_prefix_tokens] if num_prefix_tokens else joint
+    relevance = output_rows.mean(axis=1)[:, num_prefix_tokens:]
+    return relevance.reshape(-1, *grid_shape)
+
+
+def patch_distances(grid_shape, stride):
+    """Pixel distances between the patch centres ``(patches, patches)``.
+
+    Args:
+        grid_shape: ``(rows, cols)``.
+        stride: ``(stride_h, stride_w)``: pixels between neighbouring
+            patches (patch size, times the stem stride for hybrids).
+
+    Returns:
+        float64 array ``(rows * cols, rows * cols)``, row-major patch order.
+    """
+    rows, cols = np.meshgrid(np.arange(grid_shape[0]), np.arange(grid_shape[1]), indexing="ij")
+    y = rows.reshape(-1) * float(stride[0])
+    x = cols.reshape(-1) * float(stride[1])
+    return np.hypot(y[:, None] - y[None, :], x[:, None] - x[None, :])
+
+
+def mean_attention_distance(attentions, grid_shape, stride, num_prefix_tokens=1):
+    """Mean attention distance in pixels (paper, Figure 7 right).
+
+    For every query patch, the distance to each key patch weighted by the
+    attention, averaged over the query patches. Prefix tokens (the class
+    token) have no position: they are dropped as queries and as keys, and
+    each query's weights over the patch keys are renormalised to sum to 1,
+    so the value is the mean distance of the image information a head
+    mixes in, whatever share it gives the class token.
+
+    Args:
+        attentions: list of arrays ``(batch, heads, tokens, tokens)``, one
+            per layer.
+        grid_shape: ``(rows, cols)`` patch grid.
+        stride: ``(stride_h, stride_w)`` in pixels (``model.stride``).
+        num_prefix_tokens: int. Leading non-patch tokens.
+
+    Returns:
+        float64 array ``(batch, layers, heads)``; average over the batch for
+        the figure.
+    """
+    distances = patch_distances(grid_shape, stride)
+    per_layer = []
+    for attention in attentions:
+        weights = _check_attention(attention, grid_shape, num_prefix_tokens)
+        weights = weights[:, :, num_prefix_tokens:, num_prefix_tokens:]
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+        per_layer.append(np.einsum("bhqk,qk->bh", weights, distances) / distances.shape[0])
+    return np.stack(per_layer, axis=1)
+
+
+def position_embedding_of(model):
+    """The learned position embedding of a ``ViT`` at its own grid.
+
+    Returns:
+        ``(posemb, grid_shape, num_prefix_tokens)`` with ``posemb`` float32
+        ``(tokens, hidden)``.
+    """
+    posemb = ops.convert_to_numpy(model.position_embedding.pos_embedding)[0]
+    return posemb.astype("float32"), tuple(model.grid_size), model.num_prefix_tokens
+
+
+def position_embedding_similarity(posemb, grid_shape, num_prefix_tokens=1):
+    """Cosine similarity of each patch's position embedding with all others.
+
+    Args:
+        posemb: array ``(tokens, hidden)`` (or ``(1, tokens, hidden)``) with
+            ``tokens = num_prefix_tokens + rows * cols``.
+        grid_shape: ``(rows, cols)`` of the embedding.
+        num_prefix_tokens: int. Leading entries (class token) to drop.
+
+    Returns:
+        float64 array ``(rows, cols, rows, cols)``: ``[i, j]`` is the map of
+        patch ``(i, j)``'s similarity with every patch.
+    """
+    posemb = np.asarray(posemb, dtype="float64")
+    if posemb.ndim == 3 and posemb.shape[0] == 1:
+        posemb = posemb[0]
+    tokens = num_prefix_tokens + grid_shape[0] * grid_shape[1]
+    if posemb.ndim != 2 or posemb.shape[0] != tokens:
+        raise ValueError(
+            f"Expected a position embedding (tokens, hidden) with tokens = "
+            f"{num_prefix_tokens} + {grid_shape[0]}x{grid_shape[1]} = {tokens}; "
+            f"got shape {posemb.shape}."
+        )
+    patches = posemb[num_prefix_tokens:]
+    norms = np.linalg.norm(patches, axis=-1, keepdims=True)
+    unit = patches / np.maximum(norms, 1e-12)
+    return (unit @ unit.T).reshape(*grid_shape, *grid_shape)
+
+
+def embedding_filters_of(model):
+    """The filters that see the pixels, as a kernel ``(kh, kw, channels, filters)``.
+
+    A plain ViT: the patch-embedding kernel ``(P, P, C, D)``. A hybrid: its
+    patch embedding is applied to ResNet features (1x1 over hundreds of
+    channels), which is not an image, so the ResNet root convolution
+    ``(7, 7, C, width)`` is returned instead, weight-standardised as the
+    stem applies it.
+
+    Returns:
+        ``(kernel float32, description str)``.
+    """
+    if model.stem is None:
+        kernel = model.embedding.kernel
+        description = "patch-embedding filters"
+    else:
+        kernel = model.stem.conv_root.standardized_kernel()
+        description = "ResNet root-conv filters (hybrid)"
+    return ops.convert_to_numpy(kernel).astype("float32"), description
+
+
+def embedding_filter_components(kernel, num_components=NUM_FILTER_COMPONENTS):
+    """Principal components of the embedding filters (paper, Figure 7 left).
+
+    The kernel's ``filters`` columns are the samples, each a
+    ``kh * kw * channels`` vector; they are centred and decomposed with an
+    SVD. Each component's sign is fixed so its largest entry is positive.
+
+    Args:
+        kernel: array ``(kh, kw, channels, filters)``.
+        num_components: int. How many leading components to return (fewer
+            when the filters span fewer dimensions: components without
+            variance are dropped).
+
+    Returns:
+        ``(components, explained)``: float64 ``(k, kh, kw, channels)`` with
+        unit norm, and the explained variance ratio ``(k,)``.
+    """
+    kernel = _as_array(kernel, "a kernel (kh, kw, channels, filters)")
+    if int(num_components) < 1:
+        raise ValueError(f"num_components must be >= 1, got {num_components}.")
+    samples = kernel.reshape(-1, kernel.shape[-1]).T
+    samples = samples - samples.mean(axis=0, keepdims=True)
+    _, singular, components = np.linalg.svd(samples, full_matrices=False)
+    rank = int(np.sum(singular > singular[:1] * 1e-10))
+    count = max(1, min(int(num_components), rank))
+    components = components[:count]
+    peaks = components[np.arange(count), np.abs(components).argmax(axis=1)]
+    components = components * np.where(peaks < 0, -1.0, 1.0)[:, None]
+    variance = singular**2
+    explained = variance[:count] / max(variance.sum(), 1e-30)
+    return components.reshape(count, *kernel.shape[:3]), explained
+
+
+# ---------------------------------------------------------------- figures
+
+
+def new_figure(kind):
+    """A matplotlib ``Figure`` (no pyplot state) of ``FIGURE_SIZES_PX[kind]`` pixels."""
+    from matplotlib.figure import Figure
+
+    width, height = FIGURE_SIZES_PX[kind]
+    return Figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI), dpi=FIGURE_DPI)
+
+
+def save_figure(figure, path):
+    """Writes ``figure`` as a PNG to a temporary file, then moves it to ``path``."""
+    with atomic_path(path, ".png") as partial:
+        figure.savefig(partial, format="png", dpi=FIGURE_DPI)
+    return os.fspath(path)
+
+
+def _displayable(image):
+    """[-1, 1] image ``(h, w, c)`` -> [0, 1] array and colour map for imshow."""
+    image = np.clip((np.asarray(image, dtype="float32") + 1.0) / 2.0, 0.0, 1.0)
+    if image.shape[-1] == 1:
+        return image[..., 0], "gray"
+    if image.shape[-1] != 3:
+        raise ValueError(
+            f"Can only draw images with 1 or 3 channels; got shape {image.shape}."
+        )
+    return image, None
+
+
+def save_rollout_overlay(image, heat_map, path, title=None):
+    """Saves an image with its rollout map: input, overlay, image x mask.
+
+    Args:
+        image: array ``(height, width, channels)`` in [-1, 1].
+        heat_map: array ``(rows, cols)`` from ``attention_rollout``; scaled
+            to a maximum of 1 and stretched over the image (bilinear).
+        path: output ``.png``; ``FIGURE_SIZES_PX["rollout"]`` pixels.
+        title: optional figure title (e.g. the file name).
+
+    Returns:
+        The path written.
+    """
+    pixels, cmap = _displayable(image)
+    heat_map = np.asarray(heat_map, dtype="float64")
+    heat_map = heat_map / max(heat_map.max(), 1e-12)
+    height, width = pixels.shape[:2]
+    mask = _upsample(heat_map, (height, width))
+    masked = pixels * (mask if pixels.ndim == 2 else mask[..., None])
+    figure = new_figure("rollout")
+    panels = figure.subplots(1, 3)
+    extent = (0, width, height, 0)
+    panels[0].imshow(pixels, cmap=cmap, vmin=0, vmax=1, extent=extent)
+    panels[0].set_title("input", fontsize=9)
+    panels[1].imshow(pixels, cmap=cmap, vmin=0, vmax=1, extent=extent)
+    panels[1].imshow(mask, cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=extent)
+    panels[1].set_title("attention rollout", fontsize=9)
+    panels[2].imshow(masked, cmap=cmap, vmin=0, vmax=1, extent=extent)
+    panels[2].set_title("image x rollout mask", fontsize=9)
+    for panel in panels:
+        panel.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.84, wspace=0.04)
+    return save_figure(figure, path)
+
+
+def _upsample(grid, size):
+    """Bilinear (half-pixel centres) resize of a 2-D map to ``size``."""
+    from keras_vit.model.posemb import interpolation_matrix
+
+    rows = ops.convert_to_numpy(interpolation_matrix(grid.shape[0], size[0], "bilinear"))
+    cols = ops.convert_to_numpy(interpolation_matrix(grid.shape[1], size[1], "bilinear"))
+    return np.clip(rows @ grid @ cols.T, 0.0, 1.0)
+
+
+def save_attention_distance_plot(distances, path, title=None, uniform_distance=None):
+    """Scatter of mean attention distance per head against depth (Figure 7 right).
+
+    Args:
+        distances: array ``(layers, heads)`` in pixels (the batch mean of
+            ``mean_attention_distance``).
+        path: output ``.png``; ``FIGURE_SIZES_PX["attention_distance"]``
+            pixels.
+        title: optional title (e.g. the model name).
+        uniform_distance: optional float. Distance of a head that attends
+            uniformly to all patches (``patch_distances(...).mean()``),
+            drawn as a dashed reference line.
+
+    Returns:
+        The path written.
+    """
+    distances = _as_array(distances, "distances (layers, heads)")
+    layers, heads = distances.shape
+    figure = new_figure("attention_distance")
+    axes = figure.subplots()
+    colours = _head_colours(heads)
+    for head in range(heads):
+        axes.scatter(
+            np.arange(layers), distances[:, head], s=18, color=colours[head],
+            label=f"head {head}" if heads <= 16 else None,
+        )
+    if uniform_distance is not None:
+        axes.axhline(uniform_distance, color="grey", linestyle="--", linewidth=1,
+                     label="uniform attention")
+    axes.set_xlabel("network depth (layer)")
+    axes.set_ylabel("mean attention distance (pixels)")
+    axes.set_xticks(np.arange(layers))
+    axes.set_ylim(0, 1.08 * max(np.nanmax(distances), uniform_distance or 0.0, 1e-9))
+    axes.grid(alpha=0.3)
+    if heads <= 16 or uniform_distance is not None:
+        axes.legend(fontsize=7, ncol=2, loc="lower right")
+    axes.set_title(title or "mean attention distance per head", fontsize=10)
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.92)
+    return save_figure(figure, path)
+
+
+def _head_colours(count):
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](np.linspace(0.0, 0.9, count))
+
+
+def _mosaic(tiles, columns, gap=1):
+    """Tiles ``(n, h, w[, c])`` -> one image with NaN gaps, ``columns`` wide."""
+    count, height, width = tiles.shape[:3]
+    rows = -(-count // columns)
+    shape = (rows * (height + gap) - gap, columns * (width + gap) - gap, *tiles.shape[3:])
+    mosaic = np.full(shape, np.nan)
+    for index, tile in enumerate(tiles):
+        top = (index // columns) * (height + gap)
+        left = (index % columns) * (width + gap)
+        mosaic[top : top + height, left : left + width] = tile
+    return mosaic
+
+
+def save_position_similarity_plot(similarity, path, title=None):
+    """Grid of small maps of position-embedding similarity (Figure 7 centre).
+
+    Args:
+        similarity: array ``(rows, cols, rows, cols)`` from
+            ``position_embedding_similarity``; tile ``(i, j)`` sits at input
+            patch row ``i``, column ``j``.
+        path: output ``.png``; ``FIGURE_SIZES_PX["position_similarity"]``
+            pixels.
+        title: optional title.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib import colormaps
+
+    similarity = _as_array(similarity, "similarity (rows, cols, rows, cols)")
+    rows, cols = similarity.shape[:2]
+    mosaic = _mosaic(similarity.reshape(rows * cols, rows, cols), columns=cols)
+    figure = new_figure("position_similarity")
+    axes = figure.subplots()
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    shown = axes.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=-1, vmax=1)
+    axes.set_xticks([(j + 0.5) * (cols + 1) - 1 for j in range(cols)], range(1, cols + 1))
+    axes.set_yticks([(i + 0.5) * (rows + 1) - 1 for i in range(rows)], range(1, rows + 1))
+    axes.tick_params(labelsize=7, length=0)
+    axes.set_xlabel("input patch column")
+    axes.set_ylabel("input patch row")
+    figure.colorbar(shown, ax=axes, fraction=0.04, pad=0.02, label="cosine similarity")
+    axes.set_title(title or "position embedding similarity", fontsize=10)
+    figure.subplots_adjust(left=0.08, right=0.86, bottom=0.07, top=0.94)
+    return save_figure(figure, path)
+
+
+def save_embedding_filters_plot(components, path, explained=None, title=None):
+    """Principal components of the embedding filters as tiles (Figure 7 left).
+
+    Each component is scaled to [0, 1] on its own (min-max) and drawn as
+    RGB for 3 channels, grayscale for 1 and, for other channel counts, as
+    the mean over channels.
+
+    Args:
+        components: array ``(k, kh, kw, channels)`` from
+            ``embedding_filter_components``.
+        path: output ``.png``; ``FIGURE_SIZES_PX["embedding_filters"]``
+            pixels.
+        explained: optional explained variance ratios ``(k,)`` (put in the
+            title).
+        title: optional title.
+
+    Returns:
+        The path written.
+    """
+    components = _as_array(components, "components (k, kh, kw, channels)")
+    if components.shape[-1] != 3:
+        components = components.mean(axis=-1)
+    low = components.min(axis=tuple(range(1, components.ndim)), keepdims=True)
+    high = components.max(axis=tuple(range(1, components.ndim)), keepdims=True)
+    tiles = (components - low) / np.maximum(high - low, 1e-12)
+    columns = min(7, len(tiles))
+    mosaic = _mosaic(tiles, columns=columns)
+    figure = new_figure("embedding_filters")
+    axes = figure.subplots()
+    if mosaic.ndim == 3:
+        mosaic = np.where(np.isnan(mosaic), 1.0, mosaic)
+        axes.imshow(mosaic, interpolation="nearest")
+    else:
+        axes.imshow(np.ma.masked_invalid(mosaic), cmap="gray", interpolation="nearest")
+    axes.set_axis_off()
+    heading = title or "principal components of the embedding filters"
+    if explained is not None:
+        heading += f" ({len(tiles)} components, {100 * float(np.sum(explained)):.0f}% of variance)"
+    axes.set_title(heading, fontsize=10)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92)
+    return save_figure(figure, path)

@@ -1,1 +1,0 @@
-"""Subcommands of ``keras-vit``; one module each (see ``keras_vit.cli``)."""

@@ -1,0 +1,90 @@
+"""TFLite conversion of a classification ``ViT``: float32, float16, int8.
+
+The ``.tflite`` file has one signature, ``serving_default``: ``images``
+float32 ``(batch, height, width, channels)`` in [0, 255] (preprocessing
+inside) -> ``logits`` and ``probabilities`` ``(batch, classes)``. Image
+decoding cannot live in a ``.tflite`` (neither LiteRT interpreter has Flex
+ops): decode on the host.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vit.atomic import write_bytes_atomic
+from keras_vit.export.saved_model import classify_fn, images_spec
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+
+
+def convert_tflite(model, path, quantization="float32", representative_images=None):
+    """Converts ``model`` to a ``.tflite`` file (written atomically).
+
+    Conversion goes through a temporary SavedModel and
+    ``TFLiteConverter.from_saved_model`` (``from_concrete_functions`` gives
+    wrong numbers with Keras 3 models).
+
+    Args:
+        model: a built float32 ``keras_vit.ViT`` with a linear head; with
+            ``dynamic_resolution`` the file takes any multiple of the patch
+            size.
+        path: str. Output ``.tflite`` file.
+        quantization: str. ``"float32"`` (none), ``"float16"`` (weights in
+            float16), ``"dynamic"`` (dynamic-range int8 weights) or
+            ``"int8"`` (full-integer int8 kernels, float32 input/output;
+            needs ``representative_images``).
+        representative_images: array ``(n, height, width, channels)`` in
+            [0, 255] for the ``"int8"`` calibration (100-500 images of the
+            deployment data are typical).
+
+    Returns:
+        str. ``path``.
+
+    Raises:
+        ValueError: for an unknown quantization or missing calibration data.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}."
+        )
+    if quantization == "int8" and representative_images is None:
+        raise ValueError(
+            "Full-integer int8 quantization needs representative images "
+            "(array (n, height, width, channels) in [0, 255]); got None."
+        )
+    spec = images_spec(model)
+    with tempfile.TemporaryDirectory(prefix="keras_vit_tflite_") as source:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", classify_fn(model), input_signature=[spec])
+        archive.write_out(source, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            source, signature_keys=["serving_default"]
+        )
+        _configure(converter, quantization, representative_images)
+        with warnings.catch_warnings():  # int8 calibration uses tf.lite.Interpreter
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            flatbuffer = converter.convert()
+    return write_bytes_atomic(flatbuffer, path, ".tflite")
+
+
+def _configure(converter, quantization, representative_images):
+    if quantization == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        images = np.asarray(representative_images, dtype="float32")
+
+        def representative_dataset():
+            for image in images:
+                yield {"images": image[None]}
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -1,0 +1,1 @@
+"""The Vision Transformer: variant table, layers, kernels, position embeddings, ResNet stem, ``ViT``."""

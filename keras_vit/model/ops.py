@@ -1,0 +1,119 @@
+"""Numeric kernels of the ViT layers and the XLA-fusion policy of training.
+
+Kernels (``keras.ops`` only): ``gelu`` (exact GELU spelled with ``erf``,
+or the tanh approximation), ``softmax_float32`` and ``layer_norm``.
+
+Fusion: on the TensorFlow backend without ``jit_compile`` (the fastest
+setting on CPU, where oneDNN runs the GEMMs, bf16 included), every
+element-wise op of a training step (LayerNorm statistics, GELU, the float32
+softmax, the casts around them, and all their gradients) is its own kernel
+and its own pass over memory. ``fused_in_training`` compiles one such
+region, forward and gradient, into fused XLA loops while the GEMMs around it
+stay with oneDNN; ``fused_gelu``, ``fused_softmax`` and ``fused_layer_norm``
+are the layers' regions.
+
+Only training uses the clusters: inference graphs, and with them every
+export (SavedModel, TFLite, ONNX), stay free of XLA ops, because TF Serving
+runs XLA on CPU only with ``--xla_cpu_compilation_enabled`` and the TFLite
+and ONNX converters have no use for them. On the other backends the plain
+function always runs (JAX compiles everything with XLA anyway).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+def fused_in_training(fn):
+    """``fn`` as one XLA cluster when training on TensorFlow, plain otherwise.
+
+    Inside a step that is already XLA-compiled (``jit_compile=True``) the
+    cluster is simply inlined.
+
+    Args:
+        fn: a function of tensors (and Python constants) written with
+            ``keras.ops``.
+
+    Returns:
+        ``call(*args, training=False)``: ``fn(*args)``, compiled with XLA
+        when ``training`` is true and the backend is TensorFlow.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return lambda *args, training=False: fn(*args)
+    import tensorflow as tf
+
+    compiled = tf.function(fn, jit_compile=True, autograph=False)
+
+    def call(*args, training=False):
+        if not training:
+            return fn(*args)
+        # Variables are read here, in the caller's (replica's) context: handed
+        # to the function as variables, a mirrored one would be read from one
+        # replica for all and get no gradient on the others.
+        return compiled(*(tf.convert_to_tensor(a) if _is_variable(a) else a for a in args))
+
+    return call
+
+
+def _is_variable(value):
+    import tensorflow as tf
+
+    return isinstance(value, (keras.Variable, tf.Variable))
+
+
+def gelu(x, approximate=False):
+    """GELU activation; exact form written with ``erf``.
+
+    The exact form is ``0.5 x (1 + erf(x / sqrt(2)))``. TensorFlow's own exact
+    GELU lowers to ``Erfc``, which tf2onnx cannot convert; this spelling
+    converts and is equal to float32 precision. ``approximate=True`` is the
+    tanh approximation the official JAX checkpoints were trained with.
+
+    Args:
+        x: tensor of any shape.
+        approximate: bool. Use the tanh approximation.
+    """
+    if approximate:
+        return ops.gelu(x, approximate=True)
+    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def softmax_float32(logits):
+    """Softmax over the last axis in float32, returned in the logits' dtype."""
+    return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
+
+
+
+
+def layer_norm(x, gamma, beta, epsilon):
+    """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
+
+    ``(x - mean) * rsqrt(var + epsilon) * gamma + beta``, the variance taken
+    of the centred values; returned in ``x``'s dtype. The same numbers as
+    ``keras.ops.layer_normalization``, but on TensorFlow 1.6x faster without
+    XLA: that spelling broadcasts ``rsqrt(var) * gamma`` to a full-size
+    tensor and makes more passes over it.
+
+    Args:
+        x: tensor ``(..., D)``.
+        gamma, beta: ``(D,)`` scale and offset.
+        epsilon: float. Added to the variance.
+    """
+    dtype = x.dtype
+    compute_dtype = keras.backend.result_type(dtype, "float32")
+    x = ops.cast(x, compute_dtype)
+    mean = ops.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    y = centred * ops.rsqrt(variance + epsilon)
+    return ops.cast(y * ops.cast(gamma, compute_dtype) + ops.cast(beta, compute_dtype), dtype)
+
+
+# Element-wise regions that run as one XLA cluster each in training; ``gelu``
+# is looked up per call, so it stays the one definition.
+fused_gelu = fused_in_training(lambda x, approximate: gelu(x, approximate))
+fused_softmax = fused_in_training(softmax_float32)
+fused_layer_norm = fused_in_training(layer_norm)

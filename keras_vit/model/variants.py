@@ -1,0 +1,197 @@
+"""The variant table: one source of truth for every ViT and hybrid size.
+
+A variant string is ``"<size>/<patch>"`` (``"B/16"``) or, for hybrids,
+``"<resnet>+<size>/<patch>"`` (``"R50+B/16"``). Factories such as
+``keras_vit.ViT_B16`` are generated from ``VARIANTS`` in ``keras_vit.model.vit``.
+"""
+
+from __future__ import annotations
+
+# Transformer sizes (paper, Table 1; Ti from DeiT / AugReg).
+SIZES = {
+    "Ti": dict(hidden_size=192, num_layers=12, num_heads=3, mlp_dim=768),
+    "S": dict(hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536),
+    "B": dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "L": dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "H": dict(hidden_size=1280, num_layers=32, num_heads=16, mlp_dim=5120),
+}
+
+# ResNet stems of the hybrids: stage depths of the BiT ResNet v2 ("R" alone
+# is the root only: conv 7x7/2 + max-pool, stride 4).
+RESNETS = {"R": (), "R26": (2, 2, 2, 2), "R50": (3, 4, 9)}
+
+# variant -> (size, patch size on the pixels or the ResNet feature map,
+#             resnet stage depths or None).
+VARIANTS = {
+    "Ti/16": ("Ti", 16, None),
+    "S/16": ("S", 16, None),
+    "S/32": ("S", 32, None),
+    "B/8": ("B", 8, None),
+    "B/16": ("B", 16, None),
+    "B/32": ("B", 32, None),
+    "L/16": ("L", 16, None),
+    "L/32": ("L", 32, None),
+    "H/14": ("H", 14, None),
+    "R+Ti/16": ("Ti", 8, RESNETS["R"]),
+    "R26+S/32": ("S", 1, RESNETS["R26"]),
+    "R26+B/32": ("B", 1, RESNETS["R26"]),
+    "R50+B/16": ("B", 1, RESNETS["R50"]),
+    "R50+L/32": ("L", 1, (3, 4, 6, 3)),
+}
+
+
+def variant_config(variant):
+    """Model config (keyword arguments of ``ViT``) of a variant string.
+
+    Args:
+        variant: str, e.g. ``"B/16"`` or ``"R50+B/16"``.
+
+    Returns:
+        dict with ``patch_size``, ``hidden_size``, ``num_layers``,
+        ``num_heads``, ``mlp_dim`` and ``resnet_layers``.
+
+    Raises:
+        ValueError: for an unknown variant, listing the known ones.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"Unknown ViT variant {variant!r}; known variants: "
+            f"{', '.join(VARIANTS)}."
+        )
+    size, patch, resnet_layers = VARIANTS[variant]
+    return dict(
+        patch_size=patch,
+        resnet_layers=None if resnet_layers is None else tuple(resnet_layers),
+        **SIZES[size],
+    )
+
+
+def factory_name(variant):
+    """Python name of a variant's factory: ``"R50+B/16"`` -> ``"R50_ViT_B16"``."""
+    stem, _, vit = variant.rpartition("+")
+    name = "ViT_" + vit.replace("/", "")
+    return f"{stem}_{name}" if stem else name
+
+
+def resnet_stride(resnet_layers):
+    """Total stride of a BiT ResNet stem.
+
+    4 for the root alone (conv /2, max-pool /2); every stage after the
+    first halves the feature map again.
+
+    Args:
+        resnet_layers: tuple of int. Units per stage (``()`` for the root).
+    """
+    return 4 * 2 ** max(len(resnet_layers) - 1, 0)
+
+
+def resnet_output_channels(resnet_layers, width):
+    """Channels of a BiT ResNet stem's feature map ``(batch, h, w, channels)``.
+
+    ``width`` for the root alone, else ``4 * width * 2 ** (stages - 1)``.
+    """
+    if not resnet_layers:
+        return width
+    return 4 * width * 2 ** (len(resnet_layers) - 1)
+
+
+def _resnet_parameters(resnet_layers, width, channels):
+    """Weights of a BiT ResNet stem: bias-free convs, GroupNorm scale + bias."""
+    count = 7 * 7 * channels * width + 2 * width  # conv_root, gn_root
+    in_channels = width
+    for stage, depth in enumerate(resnet_layers):
+        mid = width * 2**stage
+        out = 4 * mid
+        for unit in range(depth):
+            count += in_channels * mid + 9 * mid * mid + mid * out  # conv1..3
+            count += 2 * (mid + mid + out)  # gn1..3
+            if unit == 0:  # channels change (stage 1) or strided (later)
+                count += in_channels * out + 2 * out  # conv_proj, gn_proj
+            in_channels = out
+    return count
+
+
+def _encoder_parameters(hidden_size, num_layers, mlp_dim):
+    """Weights of the transformer blocks and the final LayerNorm."""
+    attention = 4 * (hidden_size * hidden_size + hidden_size)
+    mlp = 2 * hidden_size * mlp_dim + mlp_dim + hidden_size
+    return num_layers * (attention + mlp + 4 * hidden_size) + 2 * hidden_size
+
+
+def count_parameters(
+    variant,
+    image_size=224,
+    num_classes=1000,
+    *,
+    include_top=True,
+    classifier="token",
+    representation_size=None,
+    channels=3,
+    resnet_width=64,
+    **overrides,
+):
+    """Number of weights of a variant, computed from the table (nothing is built).
+
+    Equals ``ViT(...).count_params()`` for the same arguments, e.g.
+    ``count_parameters("B/16") == 86_567_656`` and
+    ``count_parameters("R50+B/16") == 98_659_112``.
+
+    Args:
+        variant: str, e.g. ``"B/16"`` or ``"R50+B/16"``.
+        image_size: int or (int, int). Input height and width; sets the
+            number of position embeddings.
+        num_classes: int. Classes of the head.
+        include_top: bool. Count the head.
+        classifier: str. ``"token"``, ``"gap"`` or ``"unpooled"``.
+        representation_size: int or None. Pre-logits layer width.
+        channels: int. Input channels.
+        resnet_width: int. Root width of a hybrid's ResNet stem.
+        **overrides: entries of ``variant_config`` to change
+            (``patch_size``, ``hidden_size``, ``num_layers``, ``num_heads``,
+            ``mlp_dim``, ``resnet_layers``).
+
+    Raises:
+        ValueError: for an unknown variant or override, or an image size not
+            divisible by the total stride.
+    """
+    config = variant_config(variant)
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(
+            f"Unknown overrides {sorted(unknown)}; count_parameters accepts "
+            f"{sorted(config)} and its keyword arguments."
+        )
+    config.update(overrides)
+    patch = config["patch_size"]
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    hidden = config["hidden_size"]
+    resnet_layers = config["resnet_layers"]
+    stride = (1, 1)
+    count = 0
+    embed_channels = channels
+    if resnet_layers is not None:
+        stem_stride = resnet_stride(resnet_layers)
+        stride = (stem_stride, stem_stride)
+        count += _resnet_parameters(resnet_layers, resnet_width, channels)
+        embed_channels = resnet_output_channels(resnet_layers, resnet_width)
+    stride = (stride[0] * patch[0], stride[1] * patch[1])
+    if size[0] % stride[0] or size[1] % stride[1]:
+        raise ValueError(
+            f"image_size {size} is not divisible by the total stride {stride} "
+            f"of {variant!r}."
+        )
+    prefix = 0 if classifier == "gap" else 1
+    tokens = prefix + (size[0] // stride[0]) * (size[1] // stride[1])
+    count += patch[0] * patch[1] * embed_channels * hidden + hidden  # embedding
+    count += prefix * hidden + tokens * hidden  # cls, posembed_input
+    count += _encoder_parameters(hidden, config["num_layers"], config["mlp_dim"])
+    if classifier == "unpooled":
+        return count
+    features = hidden
+    if representation_size:
+        count += hidden * representation_size + representation_size
+        features = representation_size
+    if include_top:
+        count += features * num_classes + num_classes
+    return count

@@ -1,0 +1,1 @@
+"""Training: recipes, the ``model.fit`` loop, strategies and schedules."""

@@ -1,0 +1,422 @@
+"""Runs a training recipe (see ``keras_vit.train.recipe``) with ``model.fit``.
+
+``train(recipe)`` is the whole job of ``keras-vit train``: open the data,
+build model, optimiser and metrics in the strategy's scope, fit with
+checkpoints that survive a SIGKILL (``BackupAndRestore``), evaluate, and
+write ``model.keras`` and ``metrics.json`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vit.data import sources, streams
+from keras_vit.atomic import atomic_path, write_json_atomic
+from keras_vit.train import strategies
+from keras_vit.model.vit import ViT, build_variant
+from keras_vit.train.recipe import DEFAULTS
+from keras_vit.train.schedules import WarmupDecay
+
+OPTIMIZER_CLASSES = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+}
+
+
+def build_optimizer(recipe, total_steps):
+    """The recipe's optimiser with its warm-up + decay schedule.
+
+    Args:
+        recipe: dict. Uses ``optimizer`` (adam | adamw | sgd), ``learning_rate``
+            (peak), ``weight_decay``, ``beta_1``, ``beta_2``, ``momentum``,
+            ``global_clipnorm``, ``gradient_accumulation_steps``,
+            ``warmup_steps``, ``decay``, ``end_learning_rate``.
+        total_steps: int. Optimiser updates of the whole run.
+
+    Returns:
+        ``keras.optimizers.Optimizer``.
+
+    Raises:
+        ValueError: for an unknown optimiser name.
+    """
+    name = recipe["optimizer"]
+    if name not in OPTIMIZER_CLASSES:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZER_CLASSES)}, got {name!r}.")
+    warmup_steps = recipe["warmup_steps"]
+    if warmup_steps >= total_steps:
+        warmup_steps = total_steps // 10
+        print(
+            f"Run of {total_steps} steps is shorter than its warm-up: "
+            f"warm-up cut to {warmup_steps}."
+        )
+    # With gradient accumulation the schedule sees every micro-batch.
+    accumulation = recipe["gradient_accumulation_steps"] or 1
+    schedule = WarmupDecay(
+        peak=recipe["learning_rate"],
+        total_steps=total_steps * accumulation,
+        warmup_steps=warmup_steps * accumulation,
+        decay=recipe["decay"],
+        end=recipe["end_learning_rate"],
+    )
+    common = {
+        "learning_rate": schedule,
+        "global_clipnorm": recipe["global_clipnorm"],
+        "gradient_accumulation_steps": recipe["gradient_accumulation_steps"],
+    }
+    optimizer_class = strategies.clip_after_all_reduce(OPTIMIZER_CLASSES[name])
+    if name == "sgd":
+        return optimizer_class(
+            momentum=recipe["momentum"], weight_decay=recipe["weight_decay"] or None, **common
+        )
+    adam_args = {"beta_1": recipe["beta_1"], "beta_2": recipe["beta_2"], **common}
+    if name == "adamw":
+        return optimizer_class(weight_decay=recipe["weight_decay"], **adam_args)
+    return optimizer_class(weight_decay=recipe["weight_decay"] or None, **adam_args)
+
+
+def build_model(recipe, num_classes):
+    """The recipe's ViT, from scratch or fine-tuned from ``weights``.
+
+    ``model.variant`` (e.g. ``"B/16"``) goes through ``build_variant``;
+    otherwise ``model`` holds ``ViT`` arguments. With ``weights`` (any
+    checkpoint ``keras_vit.weights`` reads) and ``new_head``, the model
+    follows the paper's fine-tuning: the pre-trained head and pre-logits
+    layer are dropped and a zero-initialised head of ``num_classes`` is used.
+
+    Args:
+        recipe: dict. Uses ``model``, ``image_size``, ``channels``,
+            ``weights`` and ``new_head``.
+        num_classes: int. Classes of the head.
+
+    Returns:
+        A built ``keras_vit.ViT`` taking ``(batch, image_size, image_size,
+        channels)`` in [-1, 1] and returning logits ``(batch, num_classes)``.
+    """
+    config = dict(recipe["model"])
+    variant = config.pop("variant", None)
+    config.update(image_size=recipe["image_size"], channels=recipe["channels"])
+    weights = recipe["weights"]
+    if weights is None:
+        if variant is not None:
+            return build_variant(variant, num_classes=num_classes, **config)
+        return ViT(num_classes=num_classes, **config)
+    if recipe["new_head"]:
+        config.setdefault("representation_size", None)
+    if variant is not None:
+        model = build_variant(variant, weights=weights, num_classes=num_classes, **config)
+    else:
+        from keras_vit.weights import model_from_checkpoint
+
+        with warnings.catch_warnings():
+            if recipe["new_head"]:  # the checkpoint's head is replaced on purpose
+                warnings.filterwarnings("ignore", message="Not loading the checkpoint's 'head'")
+            model = model_from_checkpoint(weights, num_classes=num_classes, **config)
+    if recipe["new_head"]:
+        for variable in model.head.weights:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    return model
+
+
+LOSSES = {
+    "softmax_xent": keras.losses.CategoricalCrossentropy,
+    "sigmoid_xent": keras.losses.BinaryCrossentropy,
+}
+
+
+def compile_model(model, optimizer, recipe):
+    """Compiles with the recipe's loss on one-hot labels (label smoothing) and accuracy.
+
+    ``loss`` is ``"softmax_xent"`` (categorical cross-entropy) or
+    ``"sigmoid_xent"`` (per-class binary cross-entropy, as big_vision
+    pre-trains on ImageNet-21k).
+
+    Raises:
+        ValueError: for an unknown loss name.
+    """
+    name = recipe["loss"]
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {name!r}.")
+    model.compile(
+        optimizer=optimizer,
+        loss=LOSSES[name](from_logits=True, label_smoothing=recipe["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=bool(recipe["jit_compile"]),
+        steps_per_execution=recipe["steps_per_execution"],
+    )
+
+
+def save_model_atomic(model, path):
+    """Saves the model without its training state as ``.keras``, atomically.
+
+    The file holds the architecture and weights of an uncompiled copy, so it
+    loads in safe mode with nothing but ``keras_vit`` imported (the training
+    state lives in the ``BackupAndRestore`` checkpoints).
+    """
+    inference_model = model.__class__.from_config(model.get_config())
+    inference_model.set_weights(model.get_weights())
+    with atomic_path(path, ".keras") as partial:
+        inference_model.save(partial)
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model (atomically) whenever ``monitor`` improves on its best.
+
+    Args:
+        path: str or path. ``.keras`` file.
+        monitor: str. A log key, e.g. ``"val_accuracy"``; larger is better
+            unless the name contains ``"loss"``.
+    """
+
+    def __init__(self, path, monitor="val_accuracy"):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.sign = -1.0 if "loss" in monitor else 1.0
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and self.sign * value > self.best:
+            self.best = self.sign * value
+            save_model_atomic(self.model, self.path)
+
+
+def tensorboard_callbacks(log_dir):
+    """``[TensorBoard(log_dir)]``, or ``[]`` with a notice when tensorboard is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        print("TensorBoard logs skipped: the tensorboard package is not installed.")
+        return []
+    return [keras.callbacks.TensorBoard(str(log_dir))]
+
+
+def open_data(recipe):
+    """Training and evaluation ``Source``s of a recipe.
+
+    The evaluation source is ``eval_data`` or, with ``dev_percent``, the
+    held-out part of ``data``.
+
+    Returns:
+        ``(train Source, eval Source)``.
+
+    Raises:
+        ValueError: if neither ``eval_data`` nor ``dev_percent`` is set.
+    """
+    def source(spec, split):
+        return sources.open_source(
+            spec, split, recipe["data_dir"], recipe["download"], recipe["channels"]
+        )
+
+    train_source = source(recipe["data"], "train")
+    if recipe["dev_percent"]:
+        train_source, dev_source = sources.split_dev(train_source, recipe["dev_percent"])
+        return train_source, dev_source
+    if recipe["eval_data"] is None:
+        raise ValueError(
+            "Set `eval_data` (a data source) or `dev_percent` (held out from `data`)."
+        )
+    return train_source, source(recipe["eval_data"], "test")
+
+
+def schedule_of(recipe, num_examples):
+    """``(epochs, steps_per_epoch)``: ``steps`` (rounded up to whole epochs) or ``epochs``.
+
+    Raises:
+        ValueError: if neither is set, or the data is smaller than one batch.
+    """
+    batches = num_examples // recipe["batch_size"]
+    if batches < 1:
+        raise ValueError(
+            f"batch_size {recipe['batch_size']} is larger than the {num_examples} "
+            "training examples."
+        )
+    if recipe["steps"]:
+        steps_per_epoch = recipe["steps_per_epoch"] or min(batches, recipe["steps"])
+        return math.ceil(recipe["steps"] / steps_per_epoch), steps_per_epoch
+    if recipe["epochs"] is None:
+        raise ValueError("The recipe sets neither `epochs` nor `steps`.")
+    return int(recipe["epochs"]), batches
+
+
+def dtype_policy_of(mixed_precision):
+    """Keras dtype policy name: False -> float32, True -> mixed_bfloat16, or the name."""
+    if mixed_precision is True:
+        return "mixed_bfloat16"
+    return mixed_precision or "float32"
+
+
+def check_strategy_support(recipe, strategy):
+    """Rejects settings Keras cannot run under ``strategy``.
+
+    Raises:
+        ValueError: for gradient accumulation over several replicas (Keras
+            3 accumulates inside a ``cond``, where ``tf.distribute`` cannot
+            all-reduce: "merge_call called while defining a new graph").
+    """
+    if recipe["gradient_accumulation_steps"] and strategy.num_replicas_in_sync > 1:
+        raise ValueError(
+            "gradient_accumulation_steps needs a single replica in Keras 3 (it "
+            f"accumulates inside a cond that cannot all-reduce); got "
+            f"{strategy.num_replicas_in_sync} replicas. Spread the batch over the "
+            "replicas instead (batch_size is global), or use strategy=cpu / one device."
+        )
+
+
+def supports_xla(strategy):
+    """False for several replicas on CPUs: XLA on CPU has no collectives
+    ("Collectives are not yet implemented for CPU devices when compiling with
+    XLA") and cannot reach another logical CPU's variables."""
+    if strategy.num_replicas_in_sync < 2:
+        return True
+    return not all("CPU" in device.upper() for device in strategy.extended.worker_devices)
+
+
+def run_directory(recipe, strategy):
+    """The chief writes into ``output``; other workers into ``output/workers/worker-N``."""
+    output = Path(recipe["output"] or f"runs/{recipe['name']}")
+    if not strategies.is_chief(strategy):
+        output = output / "workers" / f"worker-{strategies.task_id(strategy)}"
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def train(recipe):
+    """Runs a recipe end to end.
+
+    Args:
+        recipe: dict from ``keras_vit.train.recipe.load_recipe``; ``output`` is the
+            run directory (default ``runs/<name>``).
+
+    Returns:
+        dict of metrics, also written to ``<output>/metrics.json``:
+        ``test_accuracy`` and ``test_loss`` (on the evaluation data),
+        ``train_seconds``, ``epochs``, ``steps`` (optimiser updates),
+        ``num_parameters``, ``num_replicas``, ``history`` and the recipe.
+    """
+    strategy = strategies.make_strategy(
+        recipe["strategy"], recipe["tpu"], recipe["cpu_devices"]
+    )
+    check_strategy_support(recipe, strategy)
+    if recipe["jit_compile"] and not supports_xla(strategy):
+        print("jit_compile turned off: XLA has no cross-replica collectives on CPU.")
+        recipe = {**recipe, "jit_compile": False}
+    output = run_directory(recipe, strategy)
+    keras.utils.set_random_seed(recipe["seed"])
+    if recipe["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy_of(recipe["mixed_precision"]))
+    try:
+        return _fit_and_evaluate(recipe, strategy, output)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _fit_and_evaluate(recipe, strategy, output):
+    train_source, eval_source = open_data(recipe)
+    num_classes = recipe["num_classes"] or train_source.num_classes
+    epochs, steps_per_epoch = schedule_of(recipe, train_source.num_examples)
+    train_data = streams.train_stream(
+        train_source,
+        recipe["image_size"],
+        recipe["batch_size"],
+        augment=recipe["augment"],
+        seed=recipe["seed"],
+        cache=recipe["cache"],
+        shuffle_buffer=recipe["shuffle_buffer"],
+        deterministic=recipe["deterministic"],
+        repeat=bool(recipe["steps"]),
+    )
+    eval_data = streams.eval_stream(
+        eval_source,
+        recipe["image_size"],
+        recipe["eval_batch_size"] or recipe["batch_size"],
+        cache=True,
+    )
+    with strategy.scope():
+        model = build_model(recipe, num_classes)
+        compile_model(model, build_optimizer(recipe, epochs * steps_per_epoch), recipe)
+    callbacks = [keras.callbacks.BackupAndRestore(str(output / "backup"))]
+    if strategies.is_chief(strategy):
+        callbacks.append(BestModelCheckpoint(output / "best.keras"))
+        if recipe["tensorboard"]:
+            callbacks += tensorboard_callbacks(output / "logs")
+
+    fit_support = (
+        strategies.multiworker_fit_support()
+        if strategies.is_multiworker(strategy)
+        else contextlib.nullcontext()
+    )
+    with fit_support:
+        start = time.perf_counter()
+        history = model.fit(
+            train_data,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=eval_data,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles
+            verbose=recipe["verbose"],
+        )
+        train_seconds = time.perf_counter() - start
+        test_loss, test_accuracy = model.evaluate(eval_data, verbose=0)
+
+    save_model_atomic(model, output / "model.keras")
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "train_seconds": round(train_seconds, 2),
+        "epochs": epochs,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "num_parameters": int(model.count_params()),
+        "num_replicas": strategy.num_replicas_in_sync,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "recipe": recipe,
+    }
+    write_json_atomic(metrics, output / "metrics.json")
+    return metrics
+
+
+def evaluate_saved_model(path, data, split="test", data_dir=None, batch_size=64):
+    """Accuracy and loss of a saved ``.keras`` model on a data source.
+
+    The input size and channels come from the model; images are resized
+    to it and scaled to [-1, 1].
+
+    Args:
+        path: str or path. A ``.keras`` file (loaded in safe mode).
+        data: str. A data source spec (see ``keras_vit.data.open_source``).
+        split: str. Split when ``data`` names none.
+        data_dir: str or None. tfds data directory.
+        batch_size: int.
+
+    Returns:
+        dict with ``accuracy``, ``loss`` and ``num_examples``.
+
+    Raises:
+        FileNotFoundError: if the model file does not exist.
+        ValueError: if the data has more classes than the model's head.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file not found: {path}")
+    model = keras.saving.load_model(path, safe_mode=True)
+    source = sources.open_source(data, split, data_dir, channels=model.channels)
+    if source.num_classes > model.num_classes:
+        raise ValueError(
+            f"{data} has {source.num_classes} classes; the model's head has {model.num_classes}."
+        )
+    source.num_classes = model.num_classes
+    compile_model(model, "sgd", DEFAULTS)
+    dataset = streams.eval_stream(source, model.image_size, batch_size)
+    loss, accuracy = model.evaluate(dataset, verbose="auto")
+    return {"accuracy": float(accuracy), "loss": float(loss), "num_examples": source.num_examples}

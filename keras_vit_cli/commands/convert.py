@@ -1,0 +1,85 @@
+"""``keras-vit convert SRC DST``: any supported checkpoint to any writable one.
+
+SRC: an official ``.npz`` (vit_jax, AugReg, big_vision), a timm or Hugging
+Face ``.safetensors`` file or folder, a ``.keras`` / ``.weights.h5`` file
+(with ``--variant``), a registry name or a URL. DST by its suffix: ``.keras``
+(whole model), ``.weights.h5`` (weights), ``.npz`` (official layout), or any
+other path: a Hugging Face folder (``model.safetensors`` + ``config.json``).
+"""
+
+from __future__ import annotations
+
+NAME = "convert"
+HELP = "Convert a checkpoint (.npz, timm, Hugging Face, registry name) to .keras, .weights.h5, .npz or a Hugging Face folder."
+
+
+def add_arguments(parser):
+    """Adds the ``convert`` options to an ``argparse`` parser."""
+    from keras_vit.model.posemb import POSEMB_INTERPOLATIONS
+
+    parser.add_argument("src", help="checkpoint file, folder, registry name or URL")
+    parser.add_argument("dst", help="output: .keras, .weights.h5, .npz, or a folder for Hugging Face")
+    parser.add_argument("--variant", help='variant to build, e.g. "B/16" (default: from the checkpoint)')
+    parser.add_argument("--image-size", type=int, nargs="+", metavar="N", help="resolution (H [W]); position embeddings are resized")
+    parser.add_argument("--num-classes", type=int, help="classes of a new head (the checkpoint's head is then not loaded)")
+    parser.add_argument("--no-top", action="store_true", help="drop the classification head")
+    parser.add_argument("--semantics", choices=("auto", "official", "timm"), default="auto")
+    parser.add_argument("--posemb-interpolation", choices=("auto", *POSEMB_INTERPOLATIONS), default="auto")
+    parser.add_argument("--num-heads", type=int, help="attention heads, if the checkpoint cannot tell")
+
+
+def _model_arguments(args):
+    kwargs = {}
+    if args.image_size:
+        if len(args.image_size) > 2:
+            raise ValueError(f"--image-size takes 1 or 2 numbers, got {args.image_size}.")
+        kwargs["image_size"] = (args.image_size[0], args.image_size[-1])
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    if args.no_top:
+        kwargs["include_top"] = False
+    for key in ("semantics", "posemb_interpolation"):
+        if getattr(args, key) != "auto":
+            kwargs[key] = getattr(args, key)
+    return kwargs
+
+
+def build_model(args):
+    """The model SRC describes, with the command's overrides, loaded."""
+    from keras_vit.model.vit import build_variant
+    from keras_vit.weights import model_from_checkpoint
+
+    kwargs = _model_arguments(args)
+    if args.variant:
+        return build_variant(args.variant, weights=args.src, **kwargs)
+    return model_from_checkpoint(args.src, num_heads=args.num_heads, **kwargs)
+
+
+def write(model, dst):
+    """Writes ``model`` to ``dst`` in the format its suffix names."""
+    from keras_vit.weights import save_huggingface, save_keras, save_official_npz
+
+    if dst.endswith((".keras", ".weights.h5")):
+        return save_keras(model, dst), "Keras"
+    if dst.endswith(".npz"):
+        return save_official_npz(model, dst), "official .npz"
+    return save_huggingface(model, dst), "Hugging Face"
+
+
+def run(args):
+    """Converts ``args.src`` to ``args.dst``; returns the exit code."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=2, desc="convert", unit="step") as bar:
+        bar.set_postfix_str("reading")
+        model = build_model(args)
+        bar.update()
+        bar.set_postfix_str("writing")
+        path, kind = write(model, args.dst)
+        bar.update()
+    print(
+        f"Wrote {kind} {path}: {model.name}, image size {model.image_size}, "
+        f"{model.count_params():,} parameters, semantics={model.semantics!r}, "
+        f"posemb_interpolation={model.posemb_interpolation!r}."
+    )
+    return 0

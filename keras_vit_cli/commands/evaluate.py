@@ -1,0 +1,36 @@
+"""``keras-vit evaluate MODEL --data SOURCE``: accuracy of a saved model."""
+
+from __future__ import annotations
+
+NAME = "evaluate"
+HELP = "Evaluate a saved .keras model on digits, tfds:NAME:SPLIT, an image folder or TFRecords."
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="A .keras file (e.g. runs/NAME/model.keras).")
+    parser.add_argument(
+        "--data",
+        default="digits:test",
+        help="Data source: digits[:SPLIT], tfds:NAME[:SPLIT], a class-folder directory "
+        "or TFRecord file(s) (default: %(default)s).",
+    )
+    parser.add_argument("--split", default="test", help="Split when --data names none.")
+    parser.add_argument("--data-dir", help="tfds data directory.")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output", help="Write the metrics as JSON to this file.")
+
+
+def run(args):
+    from keras_vit.atomic import write_json_atomic
+    from keras_vit.train.loop import evaluate_saved_model
+
+    metrics = evaluate_saved_model(
+        args.model, args.data, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size
+    )
+    print(
+        f"accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
+        f"on {metrics['num_examples']} examples of {args.data}."
+    )
+    if args.output:
+        write_json_atomic(metrics, args.output)
+    return 0

@@ -1,0 +1,60 @@
+"""``keras-vit predict``: top-k classes of image files with any artifact.
+
+    keras-vit predict exports/vit_b16 cat.jpg dog.png --top-k 3
+
+The model is a ``.keras`` file, a SavedModel (version folder or TF Serving
+model folder: newest version), a ``.tflite`` or an ``.onnx`` file. Images are
+decoded and resized on the host (``keras_vit.load_image``) to the
+artifact's input size.
+"""
+
+from __future__ import annotations
+
+NAME = "predict"
+HELP = "Top-k classes of image files with a .keras, SavedModel, .tflite or .onnx model."
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="A .keras file, SavedModel folder, .tflite or .onnx file.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image files (JPEG, PNG, GIF, BMP).")
+    parser.add_argument("--top-k", type=int, default=5, help="Classes to print per image (default 5).")
+    parser.add_argument(
+        "--labels", default=None,
+        help="Text file with one class name per line (default: the labels stored at export).",
+    )
+
+
+def predict_files(artifact, paths, k=5, labels=None):
+    """Top-k classes of image files.
+
+    Args:
+        artifact: ``keras_vit.export.artifacts.Artifact``.
+        paths: list of image file paths.
+        k: int. Classes per image.
+        labels: optional list of class names (default ``artifact.labels``).
+
+    Returns:
+        list (one per image) of ``(class_id, label_or_None, probability)``
+        lists, most probable first.
+    """
+    import numpy as np
+
+    from keras_vit.export.artifacts import top_k
+    from keras_vit.data.images import load_image
+
+    images = np.stack([load_image(path, artifact.image_size, artifact.channels) for path in paths])
+    return top_k(artifact(images), k, labels or artifact.labels)
+
+
+def run(args):
+    from keras_vit.export.artifacts import load_artifact
+    from keras_vit_cli.commands.export import read_labels
+
+    artifact = load_artifact(args.model)
+    labels = None if args.labels is None else read_labels(args.labels)
+    for path, classes in zip(args.images, predict_files(artifact, args.images, args.top_k, labels)):
+        print(path)
+        for rank, (class_id, label, probability) in enumerate(classes, 1):
+            name = f" {label}" if label is not None else ""
+            print(f"  {rank}. class {class_id}{name}: {probability:.4f}")
+    return 0

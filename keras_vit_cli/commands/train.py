@@ -1,0 +1,49 @@
+"""``keras-vit train RECIPE --set key=value ...``: run a training recipe."""
+
+from __future__ import annotations
+
+from keras_vit.train.recipe import add_override_argument
+
+NAME = "train"
+HELP = "Train or fine-tune a ViT with a recipe from pipelines/ (or any recipe YAML)."
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "recipe", help="Recipe name in pipelines/ (e.g. cifar10_finetune) or a YAML file."
+    )
+    add_override_argument(parser)
+    parser.add_argument("--output", help="Run directory (default: runs/<recipe name>).")
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "cpu", "mirrored", "multiworker", "tpu"),
+        help="Distribution strategy (default: the recipe's, usually auto).",
+    )
+    parser.add_argument(
+        "--print-recipe", action="store_true", help="Print the resolved recipe and exit."
+    )
+
+
+def run(args):
+    from keras_vit.train.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    if args.output:
+        overrides.append(f"output={args.output}")
+    if args.strategy:
+        overrides.append(f"strategy={args.strategy}")
+    recipe = load_recipe(args.recipe, overrides)
+    if args.print_recipe:
+        import yaml
+
+        print(yaml.safe_dump(recipe, sort_keys=False))
+        return 0
+
+    from keras_vit.train.loop import train
+
+    metrics = train(recipe)
+    print(
+        f"{recipe['name']}: eval accuracy {metrics['test_accuracy']:.4f} after "
+        f"{metrics['steps']} steps ({metrics['train_seconds']:.0f} s)."
+    )
+    return 0
