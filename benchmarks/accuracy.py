@@ -44,7 +44,8 @@ import tensorflow as tf  # noqa: E402
 
 from keras_vit.atomic import write_json_atomic  # noqa: E402
 from keras_vit.data import load_digits  # noqa: E402
-from keras_vit.model.vit import ViT, build_variant  # noqa: E402
+from keras_vit.model.factories import build_variant
+from keras_vit.model.vit import ViT  # noqa: E402
 from keras_vit.data.images import preprocess_input  # noqa: E402
 from keras_vit.export.tflite import convert_tflite  # noqa: E402
 

@@ -85,7 +85,7 @@ def time_optimizer_update(task, repeats=7):
     import keras
     import tensorflow as tf
 
-    from keras_vit.model.vit import build_variant
+    from keras_vit.model.factories import build_variant
 
     model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
     variables = model.trainable_variables

@@ -61,7 +61,7 @@ def build_keras_vit(task, precision, workdir, jit_compile=True):
     ``jit_compile=False`` runs the TensorFlow graph, where oneDNN fuses the
     2-D GEMMs with their bias and GELU and runs bf16 on AVX512-BF16.
     """
-    from keras_vit.model.vit import build_variant
+    from keras_vit.model.factories import build_variant
 
     _set_policy(precision)
     model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])

@@ -46,7 +46,7 @@ def _cached(workdir, filename, write):
 
 
 def _float32_keras_vit(task):
-    from keras_vit.model.vit import build_variant
+    from keras_vit.model.factories import build_variant
 
     variant = TASKS[task][0]
     return build_variant(variant, image_size=model_spec(variant)["image_size"], dtype="float32")

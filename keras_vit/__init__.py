@@ -2,13 +2,38 @@
 
     import keras_vit
     model = keras_vit.ViT_B16(num_classes=10, image_size=224)
+
+This module is the public API; the subsystems live in ``keras_vit.model``,
+``keras_vit.weights``, ``keras_vit.data``, ``keras_vit.train``,
+``keras_vit.export`` and ``keras_vit.analysis``. Importing it registers every
+layer with Keras, so ``.keras`` files load in safe mode.
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_vit.model.variants import SIZES, VARIANTS, count_parameters  # noqa: E402
+from keras_vit.data.images import load_image, preprocess_input  # noqa: E402
+from keras_vit.export.artifacts import load_artifact  # noqa: E402
+from keras_vit.export.exporter import export_model  # noqa: E402
+from keras_vit.model.factories import (  # noqa: E402
+    FACTORIES,
+    R26_ViT_B32,
+    R26_ViT_S32,
+    R50_ViT_B16,
+    R50_ViT_L32,
+    R_ViT_Ti16,
+    ViT_B8,
+    ViT_B16,
+    ViT_B32,
+    ViT_H14,
+    ViT_L16,
+    ViT_L32,
+    ViT_S16,
+    ViT_S32,
+    ViT_Ti16,
+    build_variant,
+)
 from keras_vit.model.layers import (  # noqa: E402
     AddPositionEmbs,
     ClassToken,
@@ -17,34 +42,48 @@ from keras_vit.model.layers import (  # noqa: E402
     PatchEncoder,
     TransformerBlock,
 )
-from keras_vit.model.vit import FACTORIES, ViT, build_variant  # noqa: E402
+from keras_vit.model.loading import load_weights  # noqa: E402
 from keras_vit.model.posemb import (  # noqa: E402
     POSEMB_INTERPOLATIONS,
     interpolation_matrix,
     resize_position_embedding,
 )
-from keras_vit.data.images import load_image, preprocess_input  # noqa: E402
 from keras_vit.model.resnet import ResNetStem, StdConv2D  # noqa: E402
-from keras_vit.weights import load_weights, model_from_checkpoint  # noqa: E402
-from keras_vit.export.exporter import export_model  # noqa: E402
-from keras_vit.export.artifacts import load_artifact  # noqa: E402
+from keras_vit.model.variants import SIZES, VARIANTS, count_parameters  # noqa: E402
+from keras_vit.model.vit import ViT  # noqa: E402
 
-globals().update(FACTORIES)
+#: ``ViT.from_checkpoint``: the model a checkpoint describes, loaded.
+model_from_checkpoint = ViT.from_checkpoint
 
 __version__ = "0.1.0"
 __all__ = [
+    "FACTORIES",
+    "POSEMB_INTERPOLATIONS",
+    "SIZES",
+    "VARIANTS",
     "AddPositionEmbs",
     "ClassToken",
     "MlpBlock",
     "MultiHeadSelfAttention",
     "PatchEncoder",
+    "R26_ViT_B32",
+    "R26_ViT_S32",
+    "R50_ViT_B16",
+    "R50_ViT_L32",
+    "R_ViT_Ti16",
     "ResNetStem",
     "StdConv2D",
-    "POSEMB_INTERPOLATIONS",
-    "SIZES",
     "TransformerBlock",
-    "VARIANTS",
     "ViT",
+    "ViT_B8",
+    "ViT_B16",
+    "ViT_B32",
+    "ViT_H14",
+    "ViT_L16",
+    "ViT_L32",
+    "ViT_S16",
+    "ViT_S32",
+    "ViT_Ti16",
     "build_variant",
     "count_parameters",
     "export_model",
@@ -55,5 +94,4 @@ __all__ = [
     "model_from_checkpoint",
     "preprocess_input",
     "resize_position_embedding",
-    *FACTORIES,
 ]

@@ -20,7 +20,7 @@ import keras
 from keras import ops
 assert keras.backend.backend() == "torch", keras.backend.backend()
 from keras_vit.model.layers import MultiHeadSelfAttention
-from keras_vit.weights import model_from_checkpoint
+from keras_vit import model_from_checkpoint
 
 layer = MultiHeadSelfAttention(4)
 x = np.random.default_rng(0).normal(size=(2, 9, 16)).astype("float32")

@@ -7,11 +7,11 @@ import time
 import pytest
 
 import keras_vit.export.onnx
-from keras_vit.export import exporter as export
+from keras_vit.export import parity
 from keras_vit_cli import main as cli
-from keras_vit.export.exporter import ExportParityError, export_model
-from keras_vit.export.saved_model import next_version
-from keras_vit.weights import model_from_checkpoint
+from keras_vit.export import ExportParityError, export_model
+from keras_vit.export.layout import next_version
+from keras_vit import model_from_checkpoint
 
 
 def versions(model_dir):
@@ -26,7 +26,7 @@ def checkpoint(fixtures_dir):
 def test_killed_export_leaves_no_version_folder(checkpoint, tmp_path):
     script = (
         "from keras_vit.export.exporter import export_model\n"
-        "from keras_vit.weights import model_from_checkpoint\n"
+        "from keras_vit import model_from_checkpoint\n"
         f"model = model_from_checkpoint({str(checkpoint)!r}, name='vit_token')\n"
         f"export_model(model, {str(tmp_path)!r}, ['saved_model', 'tflite', 'onnx'], verbose=False)\n"
     )
@@ -60,7 +60,7 @@ def test_parity_failure_publishes_nothing_and_exits_1(checkpoint, tmp_path, monk
     model = model_from_checkpoint(checkpoint, name="vit_token")
     model.save(tmp_path / "vit_token.keras")
     impossible = dict(atol=-1.0, rtol=0.0, min_agreement=1.0)
-    monkeypatch.setitem(export.TOLERANCES, "saved_model", impossible)
+    monkeypatch.setitem(parity.TOLERANCES, "saved_model", impossible)
     with pytest.raises(ExportParityError, match="saved_model .* FAIL"):
         export_model(model, tmp_path / "api", ["saved_model"], verbose=False)
     assert list((tmp_path / "api" / "vit_token").iterdir()) == []
@@ -70,5 +70,5 @@ def test_parity_failure_publishes_nothing_and_exits_1(checkpoint, tmp_path, monk
         "--output", str(tmp_path / "cli"), "--model-name", "digits",
     ])
     assert code == 1
-    assert "FAIL" in capsys.readouterr().out
+    assert "FAIL" in capsys.readouterr().err
     assert versions(tmp_path / "cli" / "digits") == []

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_vit.export.artifacts import load_artifact
 from keras_vit.export.exporter import export_model
-from keras_vit.weights import model_from_checkpoint
+from keras_vit import model_from_checkpoint
 
 METHODS = {"official": "C", "bilinear": "A", "bicubic": "B"}
 

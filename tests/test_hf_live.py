@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_vit.weights import model_from_checkpoint, save_huggingface
+from keras_vit import model_from_checkpoint
+from keras_vit.weights import save_huggingface
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit.model.resnet import ResNetStem, StdConv2D
-from keras_vit.weights import load_weights
+from keras_vit import load_weights
 from conftest import fixture_case
 
 SMALL_HYBRID = dict(

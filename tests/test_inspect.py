@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.analysis import inspection
+from keras_vit.analysis import inspection, plots
 from keras_vit_cli.main import main
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=24, num_layers=2, num_heads=2, mlp_dim=48)
@@ -124,14 +124,14 @@ def test_embedding_filter_components_recover_the_patterns():
 def test_figures_have_the_documented_pixel_sizes(tmp_path):
     image = np.zeros((16, 24, 1), "float32")
     written = {
-        "rollout": inspection.save_rollout_overlay(image, np.ones((2, 3)), tmp_path / "r.png"),
-        "attention_distance": inspection.save_attention_distance_plot(
+        "rollout": plots.save_rollout_overlay(image, np.ones((2, 3)), tmp_path / "r.png"),
+        "attention_distance": plots.save_attention_distance_plot(
             np.ones((3, 2)), tmp_path / "d.png", uniform_distance=2.0
         ),
-        "position_similarity": inspection.save_position_similarity_plot(
+        "position_similarity": plots.save_position_similarity_plot(
             np.ones((2, 3, 2, 3)), tmp_path / "p.png"
         ),
-        "embedding_filters": inspection.save_embedding_filters_plot(
+        "embedding_filters": plots.save_embedding_filters_plot(
             np.ones((5, 4, 4, 1)), tmp_path / "f.png"
         ),
     }
@@ -213,7 +213,7 @@ def test_attention_and_rollout_match_transformers(fixtures_dir):
     ``0.5 * A + 0.5 * I`` multiplied in torch."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from keras_vit.weights import load_weights
+    from keras_vit import load_weights
 
     case = fixtures_dir / "hf_vit"
     inputs = np.load(case / "reference.npz")["inputs"]

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from conftest import fixture_case
 from keras_vit.model import layers as vit_layers
-from keras_vit.weights import model_from_checkpoint
+from keras_vit import model_from_checkpoint
 
 TOL = 1e-5
 MODES = {

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit_cli import main as cli
-from keras_vit.weights import model_from_checkpoint
+from keras_vit import model_from_checkpoint
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 LINE = re.compile(r"^  (\d)\. class (\d+) (\w+): (\d\.\d{4})$")
@@ -69,7 +69,7 @@ def test_predict_rejects_unknown_artifacts(exported, capsys):
 
 
 def test_quickstart_export_predicts_a_digit_through_the_saved_model(tmp_path, capsys):
-    from keras_vit_cli.commands.export import export_quickstart
+    from keras_vit_cli.commands.quickstart import export_quickstart
     from keras_vit.data import load_digits
 
     model = keras_vit.ViT(

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from conftest import fixture_case
 from keras_vit_cli import main as cli
-from keras_vit.train.recipe import DEFAULTS, PIPELINES_DIR, load_recipe
+from keras_vit.train.recipe import DEFAULTS, PIPELINES_DIR, Recipe, load_recipe
 from keras_vit.train.schedules import WarmupDecay
 from keras_vit.train.loop import (
     build_model,
@@ -59,9 +59,9 @@ def test_optimizers_follow_the_recipes():
     assert isinstance(adamw, keras.optimizers.AdamW)
     assert (adamw.beta_1, adamw.beta_2, adamw.weight_decay) == (0.9, 0.999, 0.03)
     assert adamw._learning_rate.decay == "linear" and adamw._learning_rate.warmup_steps == 10_000
-    assert pretrain["loss"] == "sigmoid_xent"
+    assert pretrain.loss == "sigmoid_xent"
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        build_optimizer(load_recipe("digits_scratch", ["optimizer=lamb"]), 100)
+        load_recipe("digits_scratch", ["optimizer=lamb"])
 
 
 def test_gradient_accumulation_over_replicas_is_refused():
@@ -88,9 +88,9 @@ def test_xla_is_only_used_where_it_has_collectives():
 @pytest.mark.parametrize("path", sorted(PIPELINES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_loads(path):
     recipe = load_recipe(str(path))
-    assert set(recipe) == set(DEFAULTS)
-    assert recipe["epochs"] or recipe["steps"]
-    assert recipe["eval_data"] or recipe["dev_percent"]
+    assert isinstance(recipe, Recipe) and set(recipe.to_dict()) == set(DEFAULTS)
+    assert recipe.epochs or recipe.steps
+    assert recipe.eval_data or recipe.dev_percent
 
 
 def test_overrides_parse_yaml_and_reject_unknown_keys():
@@ -98,9 +98,9 @@ def test_overrides_parse_yaml_and_reject_unknown_keys():
         "digits_scratch",
         ["epochs=3", "mixed_precision=true", "model.hidden_size=32", "variant=S/16"],
     )
-    assert recipe["epochs"] == 3 and recipe["mixed_precision"] is True
-    assert recipe["model"]["hidden_size"] == 32 and recipe["model"]["variant"] == "S/16"
-    assert recipe["model"]["num_layers"] == 4  # the file's other model keys stay
+    assert recipe.epochs == 3 and recipe.mixed_precision is True
+    assert recipe.model["hidden_size"] == 32 and recipe.model["variant"] == "S/16"
+    assert recipe.model["num_layers"] == 4  # the file's other model keys stay
     with pytest.raises(ValueError, match="Unknown recipe key 'epoch'"):
         load_recipe("digits_scratch", ["epoch=3"])
     with pytest.raises(ValueError, match="KEY=VALUE"):

@@ -9,7 +9,8 @@ import pytest
 
 import keras_vit
 from conftest import fixture_case
-from keras_vit.weights import model_from_checkpoint, read_checkpoint
+from keras_vit import model_from_checkpoint
+from keras_vit.weights import read_checkpoint
 
 TOL = 1e-5
 SMALL = dict(hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192)

@@ -7,7 +7,7 @@ import pytest
 
 import keras_vit
 from conftest import fixture_case
-from keras_vit.weights import load_weights, model_from_checkpoint
+from keras_vit import load_weights, model_from_checkpoint
 
 TOL = 1e-5
 TOKEN = dict(image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192)

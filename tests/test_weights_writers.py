@@ -7,12 +7,8 @@ import pytest
 
 from conftest import fixture_case
 from keras_vit_cli.main import main
-from keras_vit.weights import (
-    model_from_checkpoint,
-    read_checkpoint,
-    save_huggingface,
-    save_official_npz,
-)
+from keras_vit import model_from_checkpoint
+from keras_vit.weights import read_checkpoint, save_huggingface, save_official_npz
 
 TOL = 1e-5
 
@@ -79,7 +75,7 @@ def test_convert_cli_to_every_destination(fixtures_dir, tmp_path, capsys):
     for name in ("m.keras", "m.npz", "hf_folder"):
         model = model_from_checkpoint(tmp_path / name, **({} if name == "m.keras" else {"semantics": "official"}))
         assert max_diff(model(ref["inputs"]), ref["logits_official_semantics"]) <= TOL, name
-    from keras_vit.model.vit import build_variant
+    from keras_vit.model.factories import build_variant
 
     tiny = dict(patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192, image_size=32, num_classes=10)
     h5 = build_variant("B/16", weights=tmp_path / "m.weights.h5", semantics="official", **tiny)
@@ -89,7 +85,7 @@ def test_convert_cli_to_every_destination(fixtures_dir, tmp_path, capsys):
 def test_convert_cli_resizes_and_reports_errors(fixtures_dir, tmp_path, capsys):
     _, ref = fixture_case("vit_token")
     src = str(fixtures_dir / "vit_token" / "official.npz")
-    assert main(["convert", src, str(tmp_path / "r.npz"), "--image-size", "32", "48"]) == 0
+    assert main(["convert", src, str(tmp_path / "r.npz"), "--image-size", "32x48"]) == 0
     resized = model_from_checkpoint(tmp_path / "r.npz", image_size=(32, 48), semantics="timm")
     assert max_diff(resized(ref["inputs_32x48"]), ref["logits_32x48_C"]) <= TOL
     assert main(["convert", str(tmp_path / "absent.npz"), str(tmp_path / "x.keras")]) == 2

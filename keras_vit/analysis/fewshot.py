@@ -12,19 +12,16 @@ the 5-shot set contains the 1-shot set.
 - ``fewshot_evaluate``: accuracy per shot count over several seeds (mean,
   standard deviation);
 - ``extract_features``: frozen ``pre_logits`` features of a ``ViT``;
-- ``load_fewshot_data``: train and test splits from ``"digits"``, a
-  prepared tfds data set directory or a local image folder;
-- ``save_fewshot_plot``: accuracy against shots as a PNG.
+- ``load_fewshot_data``: train and test splits of a data source
+  (``keras_vit.data.open_splits``);
 """
 
 from __future__ import annotations
 
-import glob
-import os
-
 import numpy as np
 
-from keras_vit.data import IMAGE_EXTENSIONS, class_folders, decode_image
+from keras_vit.data.sources import open_splits
+from keras_vit.data.streams import eval_stream
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_REG = 2.0**10
@@ -32,7 +29,6 @@ DEFAULT_NUM_SEEDS = 3
 #: Value of the constant feature appended for the bias: large, so the
 #: bias weight is almost unregularised.
 BIAS_FEATURE = 100.0
-TEST_SPLIT_NAMES = ("test", "val", "validation")
 
 
 class LinearProbe:
@@ -228,127 +224,29 @@ def extract_features(model, dataset, verbose=1, description="batch"):
     return np.concatenate(features), np.concatenate(labels)
 
 
-# ------------------------------------------------------------------ data
-
-
-def find_images(folder):
-    """Image files (``IMAGE_EXTENSIONS``) under ``folder``, recursively, sorted."""
-    return sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-
-
-def _folder_examples(directory, class_names):
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        files = find_images(os.path.join(directory, name))
-        paths += files
-        labels += [label] * len(files)
-    return paths, np.asarray(labels, dtype="int64")
-
-
-def _split_per_class(paths, labels, test_fraction, seed):
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}.")
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(labels), dtype=bool)
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        test[members[: max(1, int(round(len(members) * test_fraction)))]] = True
-    paths = np.asarray(paths)
-    return (list(paths[~test]), labels[~test]), (list(paths[test]), labels[test])
-
-
-def _image_folder_splits(directory, test_fraction, seed):
-    """``(train, test, class_names)`` of a class folder, each ``(paths, labels)``."""
-    test_dir = next(
-        (os.path.join(directory, n) for n in TEST_SPLIT_NAMES
-         if os.path.isdir(os.path.join(directory, n))),
-        None,
-    )
-    if os.path.isdir(os.path.join(directory, "train")) and test_dir:
-        class_names = class_folders(os.path.join(directory, "train"))
-        unknown = sorted(set(class_folders(test_dir)) - set(class_names))
-        if unknown:
-            raise ValueError(
-                f"Test classes {unknown} of {test_dir} have no training folder "
-                f"in {os.path.join(directory, 'train')}."
-            )
-        train = _folder_examples(os.path.join(directory, "train"), class_names)
-        test = _folder_examples(test_dir, class_names)
-    else:
-        class_names = class_folders(directory)
-        train, test = _split_per_class(
-            *_folder_examples(directory, class_names), test_fraction, seed
-        )
-    if len(class_names) < 2 or not len(train[1]) or not len(test[1]):
-        raise ValueError(
-            f"{directory} needs at least 2 class subfolders with images "
-            f"({', '.join(IMAGE_EXTENSIONS)}), or train/ and test/ folders of "
-            f"them; found classes {class_names} with {len(train[1])} training "
-            f"and {len(test[1])} test images."
-        )
-    return train, test, class_names
-
-
-def _fit_image(image, size, channels):
-    """uint8/float image ``(h, w, c)`` -> float32 ``(size, channels)`` in [0, 255]."""
-    import tensorflow as tf
-
-    image = tf.cast(image, tf.float32)
-    if image.shape[-1] == 1 and channels == 3:
-        image = tf.image.grayscale_to_rgb(image)
-    elif image.shape[-1] == 3 and channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
-    return tf.image.resize(image, size, antialias=True)
-
-
-def _decode_file(path, size, channels):
-    import tensorflow as tf
-
-    return _fit_image(decode_image(tf.io.read_file(path), channels), size, channels)
-
-
-def _find_tfds_dir(directory):
-    """The prepared tfds version folder (with ``dataset_info.json``) at or below ``directory``."""
-    found = [
-        os.path.dirname(p)
-        for pattern in ("dataset_info.json", "*/dataset_info.json", "*/*/dataset_info.json")
-        for p in glob.glob(os.path.join(glob.escape(directory), pattern))
-    ]
-    if len(found) > 1:
-        raise ValueError(
-            f"{directory} holds several prepared tfds data sets {sorted(found)}; "
-            "pass the version folder of one."
-        )
-    return found[0] if found else None
-
-
 def load_fewshot_data(
     spec, image_size, channels=3, batch_size=32, train_split="train",
-    test_split="test", test_fraction=0.5, seed=0,
+    test_split="test", test_fraction=0.5, seed=0, data_dir=None,
 ):
     """Batched train and test data for few-shot evaluation, in [-1, 1].
 
+    The two splits come from ``keras_vit.data.open_splits``: the spec's own
+    splits (``digits``: the train/test split that training uses, so the
+    test images are held out; ``tfds:NAME`` or a prepared tfds folder;
+    an image folder with ``train/`` and ``test/`` (``val/``,
+    ``validation/``) folders), else each class of an image folder (or
+    TFRecords) split by ``test_fraction``.
+
     Args:
-        spec: str. ``"digits"`` (scikit-learn's digits, built in, with
-            the train/test split of ``keras_vit.data.load_digits()`` that
-            training uses, so the test images are held out); a
-            prepared TensorFlow Datasets folder (the version folder holding
-            ``dataset_info.json``, or a folder with exactly one below it;
-            never downloads); or an image folder: ``train/`` and ``test/``
-            (or ``val/``, ``validation/``) folders of class subfolders, or
-            class subfolders split per class by ``test_fraction``.
+        spec: str. A data source (``keras_vit.data.open_source``).
         image_size: (int, int). Model input ``(height, width)``.
         channels: int. Model input channels (images are converted).
         batch_size: int.
-        train_split, test_split: str. tfds split names.
-        test_fraction: float. Held-out share of each class of a folder
-            without a train/test layout (not used for digits).
-        seed: int. Seed of that folder split.
+        train_split, test_split: str. Split names.
+        test_fraction: float. Held-out share of each class of a source
+            without splits.
+        seed: int. Seed of that split.
+        data_dir: str or None. tfds data directory.
 
     Returns:
         ``(train, test, class_names)``: two ``tf.data.Dataset`` of
@@ -356,91 +254,21 @@ def load_fewshot_data(
         (batch,))`` and the list of class names.
 
     Raises:
-        FileNotFoundError: if ``spec`` is neither ``"digits"`` nor a folder.
-        ValueError: if a folder has no usable images or classes.
+        FileNotFoundError: if the source does not exist.
+        ValueError: if it has fewer than 2 classes or an empty split.
     """
-    import tensorflow as tf
-
-    size = tuple(int(s) for s in image_size)
-
-    def finish(dataset):
-        return (
-            dataset.map(lambda image, label: (image / 127.5 - 1.0, label))
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
+    train, test = open_splits(
+        spec, train_split, test_split, data_dir, channels, test_fraction, seed
+    )
+    if not train.labelled or train.num_classes < 2 or not train.num_examples or not test.num_examples:
+        raise ValueError(
+            f"Few-shot data {spec!r} needs at least 2 classes with images in both "
+            f"splits; found {train.num_classes or 0} classes with {train.num_examples} "
+            f"training and {test.num_examples} test images."
         )
-
-    if spec == "digits":
-        from keras_vit.data import load_digits
-
-        splits = load_digits()
-        datasets = [
-            tf.data.Dataset.from_tensor_slices(split).map(
-                lambda image, label: (_fit_image(image, size, channels), label)
-            )
-            for split in splits
-        ]
-        return finish(datasets[0]), finish(datasets[1]), [str(i) for i in range(10)]
-    if not os.path.isdir(spec):
-        raise FileNotFoundError(
-            f"Few-shot data {spec!r} is neither 'digits' nor an existing folder "
-            "(image class folders or a prepared tfds data set)."
-        )
-    tfds_dir = _find_tfds_dir(spec)
-    if tfds_dir is not None:
-        import tensorflow_datasets as tfds
-
-        builder = tfds.builder_from_directory(tfds_dir)
-        label_feature = builder.info.features["label"]
-
-        def tfds_split(split):
-            dataset = builder.as_dataset(split=split, shuffle_files=False)
-            return finish(dataset.map(
-                lambda ex: (_fit_image(ex["image"], size, channels), ex["label"])
-            ))
-
-        return tfds_split(train_split), tfds_split(test_split), list(label_feature.names)
-    train, test, class_names = _image_folder_splits(spec, test_fraction, seed)
-
-    def folder_split(paths, labels):
-        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-        return finish(dataset.map(
-            lambda path, label: (_decode_file(path, size, channels), label),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ))
-
-    return folder_split(*train), folder_split(*test), class_names
-
-
-def save_fewshot_plot(results, path, title=None, num_classes=None):
-    """Accuracy against shots per class, mean with the spread over seeds.
-
-    Args:
-        results: dict from ``fewshot_evaluate``.
-        path: output ``.png`` of ``FIGURE_SIZES_PX["fewshot"]`` pixels.
-        title: optional title.
-        num_classes: optional int; draws the chance level ``1 / classes``.
-
-    Returns:
-        The path written.
-    """
-    from keras_vit.analysis.inspection import new_figure, save_figure
-
-    shots = sorted(results)
-    means = np.array([results[s]["mean"] for s in shots]) * 100
-    stds = np.array([results[s]["std"] for s in shots]) * 100
-    figure = new_figure("fewshot")
-    axes = figure.subplots()
-    axes.errorbar(shots, means, yerr=stds, marker="o", capsize=4, label="mean +- std over seeds")
-    if num_classes:
-        axes.axhline(100.0 / num_classes, color="grey", linestyle="--", linewidth=1, label="chance")
-    axes.legend(fontsize=8, loc="center right")
-    axes.set_xscale("log")
-    axes.set_xticks(shots, [str(s) for s in shots])
-    axes.set_xlabel("training examples per class (shots)")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.grid(alpha=0.3)
-    axes.set_title(title or "few-shot linear evaluation", fontsize=10)
-    figure.subplots_adjust(left=0.12, right=0.96, bottom=0.12, top=0.92)
-    return save_figure(figure, path)
+    names = train.class_names or [str(i) for i in range(train.num_classes)]
+    return (
+        eval_stream(train, image_size, batch_size, one_hot=False),
+        eval_stream(test, image_size, batch_size, one_hot=False),
+        list(names),
+    )

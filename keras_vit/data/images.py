@@ -1,10 +1,25 @@
-"""Images in: decoding, resizing, and pixel values to the [-1, 1] range of the checkpoints."""
+"""Images in: decoding, fitting to a model's input, and the [-1, 1] scaling of the checkpoints.
+
+One way for every path into a model (training and evaluation streams,
+``load_image``, the SavedModel's ``serve_bytes``, int8 calibration, export
+parity samples, few-shot features):
+
+- ``decode_image``: encoded bytes -> uint8 ``(h, w, channels)``;
+- ``fit_image``: an image (or batch) in [0, 255] -> float32 at the model's
+  size and channels (channels converted, antialiased bilinear resize);
+- ``preprocess_input``: [0, 255] -> [-1, 1] (``x / 127.5 - 1``).
+
+Everything is written with TensorFlow image ops, so the same functions run
+eagerly, in ``tf.data`` and inside exported graphs.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from keras_vit.validation import pair
 
 
 def preprocess_input(images):
@@ -31,8 +46,48 @@ def decode_image(data, channels):
     return image
 
 
+def convert_channels(image, channels):
+    """A float image or batch ``(..., c)`` with 1, 3 or 4 (RGBA) channels -> ``channels`` (1 or 3).
+
+    Grayscale is replicated to RGB; RGB becomes ITU-R 601 luma
+    (``tf.image.rgb_to_grayscale``); an alpha channel is dropped.
+
+    Raises:
+        ValueError: for other channel counts.
+    """
+    have = image.shape[-1]
+    if have == 4:
+        image, have = image[..., :3], 3
+    if have == channels:
+        return image
+    if have == 3 and channels == 1:
+        return tf.image.rgb_to_grayscale(image)
+    if have == 1 and channels == 3:
+        return tf.image.grayscale_to_rgb(image)
+    raise ValueError(f"Cannot convert images with {have} channels to {channels}.")
+
+
+def fit_image(image, image_size, channels):
+    """An image ``(h, w, c)`` or batch ``(n, h, w, c)`` in [0, 255] -> the model's input in [0, 255].
+
+    Channels converted (``convert_channels``), then resized with antialiased
+    bilinear interpolation and clipped to [0, 255].
+
+    Args:
+        image: uint8 or float array or tensor.
+        image_size: int or (int, int). Target ``(height, width)``.
+        channels: int. Target channels (1 or 3).
+
+    Returns:
+        float32 tensor ``(height, width, channels)`` (or with the batch axis).
+    """
+    image = convert_channels(tf.cast(image, tf.float32), channels)
+    image = tf.image.resize(image, pair(image_size, "image_size"), antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
 def load_image(path, image_size, channels=3):
-    """Reads a JPEG/PNG/GIF/BMP file and resizes it to the model's input.
+    """Reads a JPEG/PNG/GIF/BMP file and fits it to the model's input.
 
     Args:
         path: str or path. Image file.
@@ -47,11 +102,40 @@ def load_image(path, image_size, channels=3):
     Raises:
         ValueError: if the file cannot be decoded as an image.
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     data = tf.io.read_file(str(path))
     try:
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = decode_image(data, channels)
     except tf.errors.InvalidArgumentError as err:
         raise ValueError(f"Cannot decode {path} as an image: {err.message}") from None
-    image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
-    return np.clip(image.numpy(), 0.0, 255.0)
+    return fit_image(image, image_size, channels).numpy()
+
+
+def sample_images(image_size, channels=3, count=8, seed=0):
+    """Deterministic test images (parity checks, warm-up requests), in [0, 255].
+
+    Photos shipped with scikit-image (when installed), a smooth gradient and
+    uniform noise, fitted to ``image_size`` and ``channels``.
+
+    Args:
+        image_size: int or (int, int). Height and width.
+        channels: int. 1 (grayscale) or 3.
+        count: int. Number of images.
+        seed: int. Seed of the noise images.
+
+    Returns:
+        float32 array ``(count, height, width, channels)``.
+    """
+    rng = np.random.default_rng(seed)
+    photos = []
+    try:
+        from skimage import data
+
+        photos = [data.chelsea(), data.astronaut(), data.coffee()]
+    except ImportError:
+        pass
+    ramp = np.linspace(0.0, 255.0, 64, dtype="float32")
+    rows, cols = np.meshgrid(ramp, ramp[::-1])
+    gradients = [np.stack([rows, cols, np.outer(ramp, ramp) / 255.0], -1)]
+    noise = [rng.uniform(0, 255, (64, 64, 3)).astype("float32") for _ in range(count)]
+    images = (photos + gradients + noise)[:count]
+    return np.stack([fit_image(image, image_size, channels).numpy() for image in images])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_vit.data.images import preprocess_input
+from keras_vit.data.images import fit_image, preprocess_input
+from keras_vit.validation import pair
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -39,9 +40,9 @@ def _options(deterministic):
     return options
 
 
-def _to_model_input(images, labels, num_classes):
-    """uint8/float [0, 255] batches -> ([-1, 1] float32, one-hot float32)."""
-    return preprocess_input(images), tf.one_hot(labels, num_classes)
+def _to_model_input(images, labels, num_classes=None):
+    """[0, 255] batches -> ([-1, 1] float32, one-hot float32 labels; int labels without ``num_classes``)."""
+    return preprocess_input(images), labels if num_classes is None else tf.one_hot(labels, num_classes)
 
 
 def _random_translate(image, pixels, seed):
@@ -62,7 +63,7 @@ def _inception_crop(image, size, min_area, seed):
         use_image_if_no_bounding_boxes=True,
     )
     crop = tf.slice(image, begin, crop_size)
-    return tf.image.resize(crop, size, antialias=True)
+    return fit_image(crop, size, crop.shape[-1])
 
 
 def _augment_example(image, label, seed, size, augment):
@@ -72,13 +73,13 @@ def _augment_example(image, label, seed, size, augment):
     if augment["inception_crop"]:
         image = _inception_crop(image, size, augment["min_area"], seeds[0])
     else:
-        image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+        image = fit_image(image, size, channels)
     if augment["translate"]:
         image = _random_translate(image, int(augment["translate"]), seeds[1])
     if augment["flip"]:
         image = tf.image.stateless_random_flip_left_right(image, seeds[2])
     image.set_shape((*size, channels))
-    return tf.clip_by_value(image, 0.0, 255.0), label
+    return image, label
 
 
 def _batch_augmenters(augment, seed):
@@ -127,7 +128,7 @@ def train_stream(
         ValueError: for an unknown augmentation key.
     """
     settings = _augment_settings(augment)
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = pair(image_size, "image_size")
     dataset = _with_known_size(source)
     if cache:
         dataset = dataset.cache()
@@ -157,7 +158,7 @@ def train_stream(
     return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 
-def eval_stream(source, image_size, batch_size, cache=False):
+def eval_stream(source, image_size, batch_size, cache=False, one_hot=True):
     """Resized, batched evaluation data in a fixed order.
 
     Args:
@@ -165,22 +166,21 @@ def eval_stream(source, image_size, batch_size, cache=False):
         image_size: int or (int, int). Output height and width.
         batch_size: int. Batch size; the last batch may be smaller.
         cache: bool. Cache the resized examples in memory.
+        one_hot: bool. One-hot labels ``(batch, classes)`` float32 (for
+            ``model.evaluate``); else the int64 class ids ``(batch,)``.
 
     Returns:
         ``tf.data.Dataset`` of ``(images (batch, h, w, c) float32 in [-1, 1],
-        labels (batch, classes) float32)``.
+        labels)``.
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = pair(image_size, "image_size")
     dataset = _with_known_size(source).map(
-        lambda image, label: (
-            tf.image.resize(tf.cast(image, tf.float32), size, antialias=True),
-            label,
-        ),
+        lambda image, label: (fit_image(image, size, image.shape[-1]), label),
         num_parallel_calls=AUTOTUNE,
     )
     if cache:
         dataset = dataset.cache()
-    num_classes = source.num_classes
+    num_classes = source.num_classes if one_hot else None
     dataset = dataset.batch(batch_size).map(
         lambda images, labels: _to_model_input(images, labels, num_classes),
         num_parallel_calls=AUTOTUNE,

@@ -9,13 +9,11 @@ classes)``. ``keras-vit predict`` and the export's parity check use it.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-EXPORT_INFO = "export_info.json"
-
+from keras_vit.export.layout import EXPORT_INFO, ExportInfo, version_folder
 
 class Artifact:
     """A loaded model artifact.
@@ -68,7 +66,7 @@ def load_artifact(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"Model artifact not found: {path}")
     if os.path.isdir(path):
-        return _load_saved_model(_saved_model_dir(path))
+        return _load_saved_model(version_folder(path))
     loaders = {".keras": _load_keras, ".tflite": _load_tflite, ".onnx": _load_onnx}
     extension = os.path.splitext(path)[1].lower()
     if extension not in loaders:
@@ -79,36 +77,16 @@ def load_artifact(path):
     return loaders[extension](path)
 
 
-def _saved_model_dir(path):
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = [name for name in os.listdir(path) if name.isdigit()]
-    if versions:
-        return _saved_model_dir(os.path.join(path, max(versions, key=int)))
-    raise ValueError(
-        f"{path} is neither a SavedModel folder (no saved_model.pb) nor a TF "
-        "Serving model folder with numbered versions."
-    )
-
-
-def _export_info(path):
-    """``export_info.json`` next to an exported file or in a version folder."""
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    info_path = os.path.join(folder, EXPORT_INFO)
-    if not os.path.exists(info_path):
-        return {}
-    with open(info_path) as file:
-        return json.load(file)
-
-
 def _load_keras(path):
     import keras
 
-    import keras_vit  # noqa: F401  (registers the layers for safe-mode loading)
-    from keras_vit.export.exporter import export_copy
-
-    model = export_copy(keras.saving.load_model(path, safe_mode=True))
     from keras_vit.data.images import preprocess_input
+    from keras_vit.model.vit import ViT  # registers the layers for safe-mode loading
+
+    model = keras.saving.load_model(path, safe_mode=True)
+    if not isinstance(model, ViT):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vit.ViT.")
+    model = model.inference_copy()
 
     def run(images):
         return model(preprocess_input(images), training=False)
@@ -119,8 +97,8 @@ def _load_keras(path):
 def _load_saved_model(path):
     import tensorflow as tf
 
-    info = _export_info(path)
-    if not info:
+    info = ExportInfo.read(path)
+    if info is None:
         raise ValueError(
             f"{path} has no {EXPORT_INFO}: only SavedModels written by "
             "keras_vit.export_model can be run (it tells the input size)."
@@ -130,7 +108,7 @@ def _load_saved_model(path):
     def run(images):
         return signature(images=tf.constant(images))["logits"].numpy()
 
-    return Artifact(path, "saved_model", run, info["image_size"], info["channels"], info["labels"])
+    return Artifact(path, "saved_model", run, info.image_size, info.channels, info.labels)
 
 
 def _load_tflite(path):
@@ -142,9 +120,9 @@ def _load_tflite(path):
     def run(images):
         return np.concatenate([runner(images=image[None])["logits"] for image in images])
 
-    info = _export_info(path)  # the export size of dynamic-resolution files
-    image_size = info.get("image_size") or detail["shape"][1:3]
-    return Artifact(path, "tflite", run, image_size, detail["shape"][3], info.get("labels"))
+    info = ExportInfo.read(path)  # the export size of dynamic-resolution files
+    image_size = info.image_size if info else detail["shape"][1:3]
+    return Artifact(path, "tflite", run, image_size, detail["shape"][3], info and info.labels)
 
 
 def _load_onnx(path):
@@ -158,9 +136,9 @@ def _load_onnx(path):
     def run(images):
         return session.run([logits], {model_input.name: images})[0]
 
-    info = _export_info(path)  # the export size of dynamic-resolution files
-    image_size = info.get("image_size") or model_input.shape[1:3]
-    return Artifact(path, "onnx", run, image_size, model_input.shape[3], info.get("labels"))
+    info = ExportInfo.read(path)  # the export size of dynamic-resolution files
+    image_size = info.image_size if info else model_input.shape[1:3]
+    return Artifact(path, "onnx", run, image_size, model_input.shape[3], info and info.labels)
 
 
 def top_k(logits, k=5, labels=None):

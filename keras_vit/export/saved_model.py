@@ -20,30 +20,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vit.data.images import fit_image, preprocess_input
+from keras_vit.messages import KerasVitWarning
+
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def next_version(model_dir):
-    """The next free TF Serving version number under ``model_dir``.
-
-    Args:
-        model_dir: str or path. ``<base>/<model_name>``; may not exist yet.
-
-    Returns:
-        int. One more than the largest all-digit folder name, or 1.
-    """
-    if not os.path.isdir(model_dir):
-        return 1
-    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
-    return max(versions, default=0) + 1
 
 
 def images_spec(model):
@@ -68,7 +57,7 @@ def classify_fn(model):
     """
 
     def classify(images):
-        logits = model(images / 127.5 - 1.0, training=False)
+        logits = model(preprocess_input(images), training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     return classify
@@ -120,8 +109,7 @@ def _decode(data, image_size, channels):
     )
     with tf.control_dependencies([check]):
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
-    return tf.clip_by_value(image, 0.0, 255.0)
+    return fit_image(image, image_size, channels)
 
 
 class ServingFunctions:
@@ -221,11 +209,13 @@ def write_saved_model(
     if warmup_images is None:
         return
     if importlib.util.find_spec("tensorflow_serving") is None:
-        print(
-            "Note: tensorflow-serving-api is not installed, so no warm-up requests "
+        warnings.warn(
+            "tensorflow-serving-api is not installed, so no warm-up requests "
             f"were written to {WARMUP_FILE}. Install it with `pip install --no-deps "
             "tensorflow-serving-api` (plain `pip install` would pull a second, "
-            "full tensorflow)."
+            "full tensorflow).",
+            KerasVitWarning,
+            stacklevel=2,
         )
         return
     write_warmup_requests(os.path.join(path, WARMUP_FILE), warmup_images, model_name)

@@ -22,6 +22,7 @@ import math
 import keras
 from keras import initializers, layers, ops
 
+from keras_vit.validation import pair
 from keras_vit.model.ops import fused_gelu, fused_layer_norm, fused_softmax
 from keras_vit.model.posemb import POSEMB_INTERPOLATIONS, resize_position_embedding
 
@@ -109,7 +110,7 @@ class PatchEncoder(layers.Layer):
     def __init__(self, hidden_size, patch_size, **kwargs):
         super().__init__(**kwargs)
         self.hidden_size = int(hidden_size)
-        self.patch_size = _pair(patch_size, "patch_size")
+        self.patch_size = pair(patch_size, "patch_size")
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -204,7 +205,7 @@ class AddPositionEmbs(ResidualStreamInput, layers.Layer):
                 f"posemb_interpolation must be one of {POSEMB_INTERPOLATIONS}, "
                 f"got {interpolation!r}."
             )
-        self.grid_size = _pair(grid_size, "grid_size")
+        self.grid_size = pair(grid_size, "grid_size")
         self.num_prefix_tokens = int(num_prefix_tokens)
         self.interpolation = interpolation
 
@@ -528,16 +529,3 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "approximate_gelu": self.approximate_gelu,
         }
-
-
-def _pair(value, name):
-    """``int`` or 2-sequence -> ``(int, int)``, with a clear error otherwise."""
-    if isinstance(value, int):
-        return (value, value)
-    try:
-        first, second = value
-        return (int(first), int(second))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be an int or a pair of ints, got {value!r}."
-        ) from None

@@ -85,6 +85,36 @@ def resnet_stride(resnet_layers):
     return 4 * 2 ** max(len(resnet_layers) - 1, 0)
 
 
+def total_stride(patch_size, resnet_layers=None):
+    """Pixels per patch-grid step ``(rows, cols)``: the patch size, times the stem stride of a hybrid.
+
+    Args:
+        patch_size: int or (int, int). Patch size on the pixels (or on the
+            ResNet feature map).
+        resnet_layers: tuple of int or None. Stage depths of a hybrid's stem.
+    """
+    patch = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    stem = 1 if resnet_layers is None else resnet_stride(resnet_layers)
+    return (stem * patch[0], stem * patch[1])
+
+
+def standard_num_heads(hidden_size, where="the checkpoint"):
+    """Heads of the standard ViT size of a width (``SIZES``), for files that do not state them.
+
+    Raises:
+        ValueError: for a width that is not a standard one, naming
+            ``num_heads`` as the argument to pass.
+    """
+    for size in SIZES.values():
+        if size["hidden_size"] == hidden_size:
+            return size["num_heads"]
+    raise ValueError(
+        f"Cannot tell the number of attention heads of {where}: hidden size "
+        f"{hidden_size} is not a standard ViT width and the checkpoint has no "
+        "config.json saying it; pass num_heads=..."
+    )
+
+
 def resnet_output_channels(resnet_layers, width):
     """Channels of a BiT ResNet stem's feature map ``(batch, h, w, channels)``.
 
@@ -167,15 +197,12 @@ def count_parameters(
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     hidden = config["hidden_size"]
     resnet_layers = config["resnet_layers"]
-    stride = (1, 1)
     count = 0
     embed_channels = channels
     if resnet_layers is not None:
-        stem_stride = resnet_stride(resnet_layers)
-        stride = (stem_stride, stem_stride)
         count += _resnet_parameters(resnet_layers, resnet_width, channels)
         embed_channels = resnet_output_channels(resnet_layers, resnet_width)
-    stride = (stride[0] * patch[0], stride[1] * patch[1])
+    stride = total_stride(patch, resnet_layers)
     if size[0] % stride[0] or size[1] % stride[1]:
         raise ValueError(
             f"image_size {size} is not divisible by the total stride {stride} "

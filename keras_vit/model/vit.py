@@ -17,17 +17,20 @@ Data flow (``ViT.forward_intermediates`` names each stage)::
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from keras_vit.model import variants
+from keras_vit.model import loading, variants
 from keras_vit.model.layers import (
     AddPositionEmbs,
     ClassToken,
     LayerNorm,
     PatchEncoder,
     TransformerBlock,
-    _pair,
 )
+from keras_vit.model.resnet import ResNetStem
+from keras_vit.validation import pair
+from keras_vit.weights import Checkpoint, KerasFile, model_variables, open_weights, registry_entry
 
 CLASSIFIERS = ("token", "gap", "unpooled")
 SEMANTICS = ("timm", "official")
@@ -108,8 +111,8 @@ class ViT(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        self.image_size = _pair(image_size, "image_size")
-        self.patch_size = _pair(patch_size, "patch_size")
+        self.image_size = pair(image_size, "image_size")
+        self.patch_size = pair(patch_size, "patch_size")
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)
@@ -135,8 +138,6 @@ class ViT(keras.Model):
         self.stem = None
         stem_stride = 1
         if self.resnet_layers is not None:
-            from keras_vit.model.resnet import ResNetStem
-
             self.stem = ResNetStem(
                 layers=self.resnet_layers,
                 width=self.resnet_width,
@@ -382,13 +383,199 @@ class ViT(keras.Model):
         return cls(**config)
 
     @classmethod
-    def from_variant(cls, variant, **kwargs):
-        """Builds a variant by name: ``ViT.from_variant("B/16", num_classes=10)``.
+    def from_variant(
+        cls,
+        variant,
+        weights=None,
+        include_top=True,
+        input_shape=None,
+        image_size=None,
+        num_classes=None,
+        classes=None,
+        classifier_activation=None,
+        semantics="auto",
+        posemb_interpolation="auto",
+        **overrides,
+    ):
+        """Builds a variant of the table with ``keras.applications`` arguments.
 
-        Accepts the same arguments as the factories (``weights``,
-        ``input_shape``, ``classes``, ...). See ``keras_vit.model.variants.VARIANTS``.
+        ``ViT.from_variant("B/16", num_classes=10)`` is ``keras_vit.ViT_B16(num_classes=10)``.
+        With ``weights``, the checkpoint supplies the defaults of every argument
+        not given: ``image_size`` (its training resolution), ``num_classes``,
+        ``representation_size``, ``classifier``, ``layer_norm_epsilon`` (1e-12
+        for Hugging Face), ``semantics`` and ``posemb_interpolation``. Explicit
+        arguments win: another ``image_size`` resizes the position embeddings,
+        another ``num_classes`` leaves a new head initialised (with a warning),
+        ``representation_size=None`` drops a checkpoint's ``pre_logits``.
+
+        Args:
+            variant: str. A key of ``keras_vit.model.variants.VARIANTS``.
+            weights: None; a ``.weights.h5`` / ``.keras`` file; an official
+                ``.npz``, timm or Hugging Face ``.safetensors`` file or folder;
+                a name of ``keras_vit.weights.REGISTRY`` (downloaded once); or
+                a URL.
+            include_top: bool. Keep the classification head.
+            input_shape: optional ``(height, width, channels)``.
+            image_size: optional int or (int, int); default 224 (or the
+                checkpoint's resolution).
+            num_classes: int. Number of classes (alias ``classes``); 1000 by
+                default (or the checkpoint's).
+            classes: int. ``keras.applications`` spelling of ``num_classes``.
+            classifier_activation: activation of the head; None gives logits.
+            semantics: str. ``"official"`` (tanh GELU; official hybrid
+                numerics), ``"timm"`` (exact GELU; timm's hybrid numerics) or
+                ``"auto"``: ``"official"`` for ``.npz`` checkpoints, ``"timm"``
+                for timm / Hugging Face checkpoints and without weights.
+            posemb_interpolation: str. ``"official"``, ``"bilinear"``,
+                ``"bicubic"``, ``"bicubic_hf"`` or ``"auto"``: ``"official"``
+                for ``.npz`` and without weights, ``"bicubic"`` for timm,
+                ``"bicubic_hf"`` for Hugging Face. Used to resize the position
+                embeddings on load and, with ``dynamic_resolution``, in the graph.
+            **overrides: any other ``ViT`` argument (``classifier``,
+                ``representation_size``, ``dropout_rate``, ...), overriding the
+                variant table.
+
+        Returns:
+            A built ``ViT``.
         """
-        return build_variant(variant, model_class=cls, **kwargs)
+        config = variants.variant_config(variant)
+        if classes is not None and num_classes is not None and classes != num_classes:
+            raise ValueError(
+                f"classes={classes} and num_classes={num_classes} disagree; pass one."
+            )
+        num_classes = num_classes if num_classes is not None else classes
+        if input_shape is not None:
+            if len(input_shape) != 3:
+                raise ValueError(
+                    "input_shape must be (height, width, channels); got "
+                    f"{input_shape!r}."
+                )
+            if image_size is not None and pair(image_size, "image_size") != tuple(input_shape[:2]):
+                raise ValueError(
+                    f"image_size={image_size} and input_shape={input_shape} disagree."
+                )
+            image_size = tuple(input_shape[:2])
+            overrides.setdefault("channels", input_shape[2])
+        source, defaults = None, {}
+        if weights is not None:
+            entry = registry_entry(weights)
+            if entry is not None and entry.variant != variant:  # before any download
+                raise ValueError(
+                    f"Weights {weights!r} are for ViT-{entry.variant}, not ViT-{variant}; "
+                    f"use keras_vit.{variants.factory_name(entry.variant)}(weights={weights!r})."
+                )
+            source, entry = open_weights(weights)
+            if isinstance(source, Checkpoint):
+                architecture = loading.checkpoint_architecture(source, config["num_heads"], entry)
+                defaults = {key: architecture[key] for key in loading.CHECKPOINT_DEFAULT_KEYS}
+        if overrides.get("classifier") == "unpooled":
+            defaults.pop("representation_size", None)
+        for key in ("representation_size", "classifier", "layer_norm_epsilon"):
+            if key in defaults:
+                overrides.setdefault(key, defaults[key])
+        config.update(overrides)
+        if image_size is None:
+            image_size = defaults.get("image_size") or 224
+        if num_classes is None:
+            num_classes = defaults.get("num_classes") or 1000
+        model = cls(
+            image_size=image_size,
+            num_classes=num_classes,
+            include_top=include_top,
+            classifier_activation=classifier_activation,
+            semantics=defaults.get("semantics", "timm") if semantics == "auto" else semantics,
+            posemb_interpolation=(
+                defaults.get("posemb_interpolation", "official")
+                if posemb_interpolation == "auto"
+                else posemb_interpolation
+            ),
+            name=variants.factory_name(variant).lower(),
+            **config,
+        )
+        if source is not None:
+            loading.load_weights(model, source)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, weights, num_heads=None, **overrides):
+        """Builds the ``ViT`` a checkpoint describes and loads it.
+
+        Hugging Face folders are read with their ``config.json`` (LayerNorm eps
+        1e-12, ``hidden_act``), timm folders with theirs; ``.npz`` files and bare
+        ``.safetensors`` from their tensor shapes. A ``.keras`` file is loaded
+        as it is (safe mode).
+
+        Args:
+            weights: path, folder, registry name, URL or ``Checkpoint``.
+            num_heads: int or None. Heads, when neither the tensors nor a config
+                tell (non-standard widths in timm / HF files without config).
+            **overrides: ``ViT`` arguments replacing the checkpoint's (e.g.
+                ``image_size=384``, ``num_classes=10``, ``semantics="timm"``).
+
+        Returns:
+            A built, loaded ``keras_vit.ViT``.
+        """
+        source, entry = open_weights(weights)
+        if isinstance(source, KerasFile):
+            if not source.has_architecture:
+                raise ValueError(
+                    f"{source.path} holds weights without an architecture; build the "
+                    "model with its factory, e.g. keras_vit.ViT_B16(weights=path, ...) "
+                    "(keras-vit convert --variant B/16)."
+                )
+            return keras.saving.load_model(source.path, safe_mode=True)
+        config = loading.checkpoint_architecture(source, num_heads, entry)
+        config.update(overrides)
+        if config["image_size"] is None:
+            raise ValueError(
+                f"The position embedding of {source.path} is not a square grid; "
+                "pass image_size=(height, width) of the model it was trained with."
+            )
+        if config.get("num_classes") is None:
+            config["num_classes"] = 1000 if config.get("include_top") else None
+        model = cls(**config)
+        loading.load_checkpoint(model, source)
+        return model
+
+    def inference_copy(self, image_size=None, posemb_interpolation=None, dynamic_resolution=False):
+        """A float32 copy with a linear head, for export and inference.
+
+        Args:
+            image_size: optional int or (int, int). Input size of the copy; the
+                position embeddings are resized once to the new patch grid.
+                Ignored with ``dynamic_resolution`` (the embeddings keep the
+                trained grid and are resized in the graph).
+            posemb_interpolation: optional str. Resize method (``"official"``,
+                ``"bilinear"``, ``"bicubic"``, ``"bicubic_hf"``); the model's
+                own by default.
+            dynamic_resolution: bool. Build the copy for any input size that
+                the patch size divides.
+
+        Returns:
+            A built float32 ``ViT`` whose ``call`` gives logits ``(batch,
+            classes)`` (pooled features without a head).
+        """
+        config = self.get_config()
+        config.update(dtype="float32", classifier_activation=None)
+        config["dynamic_resolution"] = bool(dynamic_resolution)
+        if posemb_interpolation is not None:
+            config["posemb_interpolation"] = posemb_interpolation
+        if image_size is not None and not dynamic_resolution:
+            config["image_size"] = pair(image_size, "image_size")
+        copy = self.__class__.from_config(config)
+        source = model_variables(self)
+        for path, variable in model_variables(copy).items():
+            value = np.asarray(source[path].numpy(), dtype="float32")
+            if value.shape != tuple(variable.shape):
+                value = loading.fit_position_embedding(
+                    value,
+                    copy,
+                    copy.posemb_interpolation,
+                    checkpoint_prefix=self.num_prefix_tokens,
+                    source_grid_shape=self.grid_size,
+                )
+            variable.assign(value)
+        return copy
 
 
 _CONFIG_KEYS = (
@@ -413,133 +600,3 @@ _CONFIG_KEYS = (
     "posemb_interpolation",
     "dynamic_resolution",
 )
-
-
-def build_variant(
-    variant,
-    weights=None,
-    include_top=True,
-    input_shape=None,
-    image_size=None,
-    num_classes=None,
-    classes=None,
-    classifier_activation=None,
-    semantics="auto",
-    posemb_interpolation="auto",
-    model_class=ViT,
-    **overrides,
-):
-    """Builds a variant of the table with ``keras.applications`` arguments.
-
-    With ``weights``, the checkpoint supplies the defaults of every argument
-    not given: ``image_size`` (its training resolution), ``num_classes``,
-    ``representation_size``, ``classifier``, ``layer_norm_epsilon`` (1e-12
-    for Hugging Face), ``semantics`` and ``posemb_interpolation``. Explicit
-    arguments win: another ``image_size`` resizes the position embeddings,
-    another ``num_classes`` leaves a new head initialised (with a warning),
-    ``representation_size=None`` drops a checkpoint's ``pre_logits``.
-
-    Args:
-        variant: str. A key of ``keras_vit.model.variants.VARIANTS``.
-        weights: None; a ``.weights.h5`` / ``.keras`` file; an official
-            ``.npz``, timm or Hugging Face ``.safetensors`` file or folder;
-            a name of ``keras_vit.weights.REGISTRY`` (downloaded once); or
-            a URL.
-        include_top: bool. Keep the classification head.
-        input_shape: optional ``(height, width, channels)``.
-        image_size: optional int or (int, int); default 224 (or the
-            checkpoint's resolution).
-        num_classes: int. Number of classes (alias ``classes``); 1000 by
-            default (or the checkpoint's).
-        classes: int. ``keras.applications`` spelling of ``num_classes``.
-        classifier_activation: activation of the head; None gives logits.
-        semantics: str. ``"official"`` (tanh GELU; official hybrid
-            numerics), ``"timm"`` (exact GELU; timm's hybrid numerics) or
-            ``"auto"``: ``"official"`` for ``.npz`` checkpoints, ``"timm"``
-            for timm / Hugging Face checkpoints and without weights.
-        posemb_interpolation: str. ``"official"``, ``"bilinear"``,
-            ``"bicubic"``, ``"bicubic_hf"`` or ``"auto"``: ``"official"``
-            for ``.npz`` and without weights, ``"bicubic"`` for timm,
-            ``"bicubic_hf"`` for Hugging Face. Used to resize the position
-            embeddings on load and, with ``dynamic_resolution``, in the graph.
-        **overrides: any other ``ViT`` argument (``classifier``,
-            ``representation_size``, ``dropout_rate``, ...), overriding the
-            variant table.
-
-    Returns:
-        A built ``ViT``.
-    """
-    config = variants.variant_config(variant)
-    if classes is not None and num_classes is not None and classes != num_classes:
-        raise ValueError(
-            f"classes={classes} and num_classes={num_classes} disagree; pass one."
-        )
-    num_classes = num_classes if num_classes is not None else classes
-    if input_shape is not None:
-        if len(input_shape) != 3:
-            raise ValueError(
-                "input_shape must be (height, width, channels); got "
-                f"{input_shape!r}."
-            )
-        if image_size is not None and _pair(image_size, "image_size") != tuple(input_shape[:2]):
-            raise ValueError(
-                f"image_size={image_size} and input_shape={input_shape} disagree."
-            )
-        image_size = tuple(input_shape[:2])
-        overrides.setdefault("channels", input_shape[2])
-    source, defaults = None, {}
-    if weights is not None:
-        from keras_vit.weights import prepare_weights
-
-        source, defaults = prepare_weights(weights, variant, config["num_heads"])
-    if overrides.get("classifier") == "unpooled":
-        defaults.pop("representation_size", None)
-    for key in ("representation_size", "classifier", "layer_norm_epsilon"):
-        if key in defaults:
-            overrides.setdefault(key, defaults[key])
-    config.update(overrides)
-    if image_size is None:
-        image_size = defaults.get("image_size") or 224
-    if num_classes is None:
-        num_classes = defaults.get("num_classes") or 1000
-    model = model_class(
-        image_size=image_size,
-        num_classes=num_classes,
-        include_top=include_top,
-        classifier_activation=classifier_activation,
-        semantics=defaults.get("semantics", "timm") if semantics == "auto" else semantics,
-        posemb_interpolation=(
-            defaults.get("posemb_interpolation", "official")
-            if posemb_interpolation == "auto"
-            else posemb_interpolation
-        ),
-        name=variants.factory_name(variant).lower(),
-        **config,
-    )
-    if source is not None:
-        from keras_vit.weights import load_weights
-
-        load_weights(model, source)
-    return model
-
-
-def _make_factory(variant):
-    size, patch, resnet_layers = variants.VARIANTS[variant]
-    stem = "" if resnet_layers is None else f"hybrid, ResNet stages {resnet_layers}, "
-
-    def factory(**kwargs):
-        return build_variant(variant, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = variants.factory_name(variant)
-    factory.__doc__ = (
-        f"Builds ViT-{variant} ({stem}transformer size {size}, patch {patch}).\n\n"
-        "Keyword arguments as ``keras_vit.model.vit.build_variant``: ``weights``, "
-        "``include_top``, ``input_shape``/``image_size``, ``num_classes``/"
-        "``classes``, ``classifier_activation`` and overrides of any ``ViT`` "
-        "argument. Returns a built ``ViT``."
-    )
-    return factory
-
-
-FACTORIES = {variants.factory_name(v): _make_factory(v) for v in variants.VARIANTS}
-globals().update(FACTORIES)

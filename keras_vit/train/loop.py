@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from keras_vit.data import sources, streams
 from keras_vit.atomic import atomic_path, write_json_atomic
+from keras_vit.messages import logger
 from keras_vit.train import strategies
-from keras_vit.model.vit import ViT, build_variant
-from keras_vit.train.recipe import DEFAULTS
+from keras_vit.model.vit import ViT
+from keras_vit.train.recipe import Recipe
 from keras_vit.train.schedules import WarmupDecay
 
 OPTIMIZER_CLASSES = {
@@ -36,7 +37,7 @@ def build_optimizer(recipe, total_steps):
     """The recipe's optimiser with its warm-up + decay schedule.
 
     Args:
-        recipe: dict. Uses ``optimizer`` (adam | adamw | sgd), ``learning_rate``
+        recipe: ``Recipe``. Uses ``optimizer`` (adam | adamw | sgd), ``learning_rate``
             (peak), ``weight_decay``, ``beta_1``, ``beta_2``, ``momentum``,
             ``global_clipnorm``, ``gradient_accumulation_steps``,
             ``warmup_steps``, ``decay``, ``end_learning_rate``.
@@ -44,56 +45,51 @@ def build_optimizer(recipe, total_steps):
 
     Returns:
         ``keras.optimizers.Optimizer``.
-
-    Raises:
-        ValueError: for an unknown optimiser name.
     """
-    name = recipe["optimizer"]
-    if name not in OPTIMIZER_CLASSES:
-        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZER_CLASSES)}, got {name!r}.")
-    warmup_steps = recipe["warmup_steps"]
+    name = recipe.optimizer
+    warmup_steps = recipe.warmup_steps
     if warmup_steps >= total_steps:
         warmup_steps = total_steps // 10
-        print(
-            f"Run of {total_steps} steps is shorter than its warm-up: "
-            f"warm-up cut to {warmup_steps}."
+        logger.info(
+            "Run of %d steps is shorter than its warm-up: warm-up cut to %d.",
+            total_steps, warmup_steps,
         )
     # With gradient accumulation the schedule sees every micro-batch.
-    accumulation = recipe["gradient_accumulation_steps"] or 1
+    accumulation = recipe.gradient_accumulation_steps or 1
     schedule = WarmupDecay(
-        peak=recipe["learning_rate"],
+        peak=recipe.learning_rate,
         total_steps=total_steps * accumulation,
         warmup_steps=warmup_steps * accumulation,
-        decay=recipe["decay"],
-        end=recipe["end_learning_rate"],
+        decay=recipe.decay,
+        end=recipe.end_learning_rate,
     )
     common = {
         "learning_rate": schedule,
-        "global_clipnorm": recipe["global_clipnorm"],
-        "gradient_accumulation_steps": recipe["gradient_accumulation_steps"],
+        "global_clipnorm": recipe.global_clipnorm,
+        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
     }
     optimizer_class = strategies.clip_after_all_reduce(OPTIMIZER_CLASSES[name])
     if name == "sgd":
         return optimizer_class(
-            momentum=recipe["momentum"], weight_decay=recipe["weight_decay"] or None, **common
+            momentum=recipe.momentum, weight_decay=recipe.weight_decay or None, **common
         )
-    adam_args = {"beta_1": recipe["beta_1"], "beta_2": recipe["beta_2"], **common}
+    adam_args = {"beta_1": recipe.beta_1, "beta_2": recipe.beta_2, **common}
     if name == "adamw":
-        return optimizer_class(weight_decay=recipe["weight_decay"], **adam_args)
-    return optimizer_class(weight_decay=recipe["weight_decay"] or None, **adam_args)
+        return optimizer_class(weight_decay=recipe.weight_decay, **adam_args)
+    return optimizer_class(weight_decay=recipe.weight_decay or None, **adam_args)
 
 
 def build_model(recipe, num_classes):
     """The recipe's ViT, from scratch or fine-tuned from ``weights``.
 
-    ``model.variant`` (e.g. ``"B/16"``) goes through ``build_variant``;
+    ``model.variant`` (e.g. ``"B/16"``) goes through ``ViT.from_variant``;
     otherwise ``model`` holds ``ViT`` arguments. With ``weights`` (any
     checkpoint ``keras_vit.weights`` reads) and ``new_head``, the model
     follows the paper's fine-tuning: the pre-trained head and pre-logits
     layer are dropped and a zero-initialised head of ``num_classes`` is used.
 
     Args:
-        recipe: dict. Uses ``model``, ``image_size``, ``channels``,
+        recipe: ``Recipe``. Uses ``model``, ``image_size``, ``channels``,
             ``weights`` and ``new_head``.
         num_classes: int. Classes of the head.
 
@@ -101,26 +97,24 @@ def build_model(recipe, num_classes):
         A built ``keras_vit.ViT`` taking ``(batch, image_size, image_size,
         channels)`` in [-1, 1] and returning logits ``(batch, num_classes)``.
     """
-    config = dict(recipe["model"])
+    config = dict(recipe.model)
     variant = config.pop("variant", None)
-    config.update(image_size=recipe["image_size"], channels=recipe["channels"])
-    weights = recipe["weights"]
+    config.update(image_size=recipe.image_size, channels=recipe.channels)
+    weights = recipe.weights
     if weights is None:
         if variant is not None:
-            return build_variant(variant, num_classes=num_classes, **config)
+            return ViT.from_variant(variant, num_classes=num_classes, **config)
         return ViT(num_classes=num_classes, **config)
-    if recipe["new_head"]:
+    if recipe.new_head:
         config.setdefault("representation_size", None)
     if variant is not None:
-        model = build_variant(variant, weights=weights, num_classes=num_classes, **config)
+        model = ViT.from_variant(variant, weights=weights, num_classes=num_classes, **config)
     else:
-        from keras_vit.weights import model_from_checkpoint
-
         with warnings.catch_warnings():
-            if recipe["new_head"]:  # the checkpoint's head is replaced on purpose
+            if recipe.new_head:  # the checkpoint's head is replaced on purpose
                 warnings.filterwarnings("ignore", message="Not loading the checkpoint's 'head'")
-            model = model_from_checkpoint(weights, num_classes=num_classes, **config)
-    if recipe["new_head"]:
+            model = ViT.from_checkpoint(weights, num_classes=num_classes, **config)
+    if recipe.new_head:
         for variable in model.head.weights:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     return model
@@ -138,19 +132,13 @@ def compile_model(model, optimizer, recipe):
     ``loss`` is ``"softmax_xent"`` (categorical cross-entropy) or
     ``"sigmoid_xent"`` (per-class binary cross-entropy, as big_vision
     pre-trains on ImageNet-21k).
-
-    Raises:
-        ValueError: for an unknown loss name.
     """
-    name = recipe["loss"]
-    if name not in LOSSES:
-        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {name!r}.")
     model.compile(
         optimizer=optimizer,
-        loss=LOSSES[name](from_logits=True, label_smoothing=recipe["label_smoothing"]),
+        loss=LOSSES[recipe.loss](from_logits=True, label_smoothing=recipe.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=bool(recipe["jit_compile"]),
-        steps_per_execution=recipe["steps_per_execution"],
+        jit_compile=bool(recipe.jit_compile),
+        steps_per_execution=recipe.steps_per_execution,
     )
 
 
@@ -195,7 +183,7 @@ def tensorboard_callbacks(log_dir):
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
-        print("TensorBoard logs skipped: the tensorboard package is not installed.")
+        logger.info("TensorBoard logs skipped: the tensorboard package is not installed.")
         return []
     return [keras.callbacks.TensorBoard(str(log_dir))]
 
@@ -214,18 +202,18 @@ def open_data(recipe):
     """
     def source(spec, split):
         return sources.open_source(
-            spec, split, recipe["data_dir"], recipe["download"], recipe["channels"]
+            spec, split, recipe.data_dir, recipe.download, recipe.channels
         )
 
-    train_source = source(recipe["data"], "train")
-    if recipe["dev_percent"]:
-        train_source, dev_source = sources.split_dev(train_source, recipe["dev_percent"])
+    train_source = source(recipe.data, "train")
+    if recipe.dev_percent:
+        train_source, dev_source = sources.split_dev(train_source, recipe.dev_percent)
         return train_source, dev_source
-    if recipe["eval_data"] is None:
+    if recipe.eval_data is None:
         raise ValueError(
             "Set `eval_data` (a data source) or `dev_percent` (held out from `data`)."
         )
-    return train_source, source(recipe["eval_data"], "test")
+    return train_source, source(recipe.eval_data, "test")
 
 
 def schedule_of(recipe, num_examples):
@@ -234,18 +222,18 @@ def schedule_of(recipe, num_examples):
     Raises:
         ValueError: if neither is set, or the data is smaller than one batch.
     """
-    batches = num_examples // recipe["batch_size"]
+    batches = num_examples // recipe.batch_size
     if batches < 1:
         raise ValueError(
-            f"batch_size {recipe['batch_size']} is larger than the {num_examples} "
+            f"batch_size {recipe.batch_size} is larger than the {num_examples} "
             "training examples."
         )
-    if recipe["steps"]:
-        steps_per_epoch = recipe["steps_per_epoch"] or min(batches, recipe["steps"])
-        return math.ceil(recipe["steps"] / steps_per_epoch), steps_per_epoch
-    if recipe["epochs"] is None:
+    if recipe.steps:
+        steps_per_epoch = recipe.steps_per_epoch or min(batches, recipe.steps)
+        return math.ceil(recipe.steps / steps_per_epoch), steps_per_epoch
+    if recipe.epochs is None:
         raise ValueError("The recipe sets neither `epochs` nor `steps`.")
-    return int(recipe["epochs"]), batches
+    return int(recipe.epochs), batches
 
 
 def dtype_policy_of(mixed_precision):
@@ -263,7 +251,7 @@ def check_strategy_support(recipe, strategy):
             3 accumulates inside a ``cond``, where ``tf.distribute`` cannot
             all-reduce: "merge_call called while defining a new graph").
     """
-    if recipe["gradient_accumulation_steps"] and strategy.num_replicas_in_sync > 1:
+    if recipe.gradient_accumulation_steps and strategy.num_replicas_in_sync > 1:
         raise ValueError(
             "gradient_accumulation_steps needs a single replica in Keras 3 (it "
             f"accumulates inside a cond that cannot all-reduce); got "
@@ -283,7 +271,7 @@ def supports_xla(strategy):
 
 def run_directory(recipe, strategy):
     """The chief writes into ``output``; other workers into ``output/workers/worker-N``."""
-    output = Path(recipe["output"] or f"runs/{recipe['name']}")
+    output = Path(recipe.output or f"runs/{recipe.name}")
     if not strategies.is_chief(strategy):
         output = output / "workers" / f"worker-{strategies.task_id(strategy)}"
     output.mkdir(parents=True, exist_ok=True)
@@ -294,7 +282,7 @@ def train(recipe):
     """Runs a recipe end to end.
 
     Args:
-        recipe: dict from ``keras_vit.train.recipe.load_recipe``; ``output`` is the
+        recipe: ``Recipe`` from ``keras_vit.train.recipe.load_recipe``; ``output`` is the
             run directory (default ``runs/<name>``).
 
     Returns:
@@ -304,18 +292,18 @@ def train(recipe):
         ``num_parameters``, ``num_replicas``, ``history`` and the recipe.
     """
     strategy = strategies.make_strategy(
-        recipe["strategy"], recipe["tpu"], recipe["cpu_devices"]
+        recipe.strategy, recipe.tpu, recipe.cpu_devices
     )
     check_strategy_support(recipe, strategy)
-    if recipe["jit_compile"] and not supports_xla(strategy):
-        print("jit_compile turned off: XLA has no cross-replica collectives on CPU.")
-        recipe = {**recipe, "jit_compile": False}
+    if recipe.jit_compile and not supports_xla(strategy):
+        logger.info("jit_compile turned off: XLA has no cross-replica collectives on CPU.")
+        recipe = recipe.replace(jit_compile=False)
     output = run_directory(recipe, strategy)
-    keras.utils.set_random_seed(recipe["seed"])
-    if recipe["deterministic"]:
+    keras.utils.set_random_seed(recipe.seed)
+    if recipe.deterministic:
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype_policy_of(recipe["mixed_precision"]))
+    keras.config.set_dtype_policy(dtype_policy_of(recipe.mixed_precision))
     try:
         return _fit_and_evaluate(recipe, strategy, output)
     finally:
@@ -324,23 +312,23 @@ def train(recipe):
 
 def _fit_and_evaluate(recipe, strategy, output):
     train_source, eval_source = open_data(recipe)
-    num_classes = recipe["num_classes"] or train_source.num_classes
+    num_classes = recipe.num_classes or train_source.num_classes
     epochs, steps_per_epoch = schedule_of(recipe, train_source.num_examples)
     train_data = streams.train_stream(
         train_source,
-        recipe["image_size"],
-        recipe["batch_size"],
-        augment=recipe["augment"],
-        seed=recipe["seed"],
-        cache=recipe["cache"],
-        shuffle_buffer=recipe["shuffle_buffer"],
-        deterministic=recipe["deterministic"],
-        repeat=bool(recipe["steps"]),
+        recipe.image_size,
+        recipe.batch_size,
+        augment=recipe.augment,
+        seed=recipe.seed,
+        cache=recipe.cache,
+        shuffle_buffer=recipe.shuffle_buffer,
+        deterministic=recipe.deterministic,
+        repeat=bool(recipe.steps),
     )
     eval_data = streams.eval_stream(
         eval_source,
-        recipe["image_size"],
-        recipe["eval_batch_size"] or recipe["batch_size"],
+        recipe.image_size,
+        recipe.eval_batch_size or recipe.batch_size,
         cache=True,
     )
     with strategy.scope():
@@ -349,7 +337,7 @@ def _fit_and_evaluate(recipe, strategy, output):
     callbacks = [keras.callbacks.BackupAndRestore(str(output / "backup"))]
     if strategies.is_chief(strategy):
         callbacks.append(BestModelCheckpoint(output / "best.keras"))
-        if recipe["tensorboard"]:
+        if recipe.tensorboard:
             callbacks += tensorboard_callbacks(output / "logs")
 
     fit_support = (
@@ -366,7 +354,7 @@ def _fit_and_evaluate(recipe, strategy, output):
             validation_data=eval_data,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
-            verbose=recipe["verbose"],
+            verbose=recipe.verbose,
         )
         train_seconds = time.perf_counter() - start
         test_loss, test_accuracy = model.evaluate(eval_data, verbose=0)
@@ -381,7 +369,7 @@ def _fit_and_evaluate(recipe, strategy, output):
         "num_parameters": int(model.count_params()),
         "num_replicas": strategy.num_replicas_in_sync,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        "recipe": recipe,
+        "recipe": recipe.to_dict(),
     }
     write_json_atomic(metrics, output / "metrics.json")
     return metrics
@@ -416,7 +404,7 @@ def evaluate_saved_model(path, data, split="test", data_dir=None, batch_size=64)
             f"{data} has {source.num_classes} classes; the model's head has {model.num_classes}."
         )
     source.num_classes = model.num_classes
-    compile_model(model, "sgd", DEFAULTS)
+    compile_model(model, "sgd", Recipe())
     dataset = streams.eval_stream(source, model.image_size, batch_size)
     loss, accuracy = model.evaluate(dataset, verbose="auto")
     return {"accuracy": float(accuracy), "loss": float(loss), "num_examples": source.num_examples}

@@ -25,17 +25,101 @@ under data parallelism each replica clips its own partial gradient and the
 result depends on the number of replicas. ``clip_after_all_reduce`` gives an
 optimiser class whose global-norm clipping sees the summed gradient, as on
 one device.
+
+Both workarounds touch private Keras code, so they are guarded:
+``VERIFIED_KERAS`` lists the Keras versions they were verified on (the range
+``setup.cfg`` requires), and ``check_keras_internals`` compares the private
+functions with the signatures they were written against. On another version
+whose internals still match they run with a ``KerasVitWarning``; where the
+internals changed they refuse with an error naming what changed, and
+``tests/test_train_strategies.py`` fails loudly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
+import warnings
 
+import keras
 import tensorflow as tf
 
+from keras_vit.messages import KerasVitWarning
+
 STRATEGIES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
+
+#: Keras (major, minor) versions the private-API workarounds were verified on.
+VERIFIED_KERAS = ((3, 15),)
+
+# The private Keras functions patched or overridden here, with the
+# parameters they were written against.
+_INTERNALS = {
+    "keras.src.backend.tensorflow.trainer.reduce_per_replica": ("values", "strategy", "reduction"),
+    "keras.src.backend.tensorflow.trainer.TensorFlowTrainer._maybe_symbolic_build": (
+        "self", "iterator", "data_batch",
+    ),
+    "keras.optimizers.Optimizer._clip_gradients": ("self", "grads"),
+}
+
+
+def _resolve(dotted):
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(dotted)
+
+
+def check_keras_internals():
+    """The private Keras functions the workarounds rely on, compared with what they were written against.
+
+    Returns:
+        list of str: one message per function that is missing or whose
+        parameters changed (empty when everything matches).
+    """
+    problems = []
+    for dotted, expected in _INTERNALS.items():
+        try:
+            found = tuple(inspect.signature(_resolve(dotted)).parameters)
+        except (ImportError, AttributeError):
+            problems.append(f"{dotted} no longer exists")
+            continue
+        if found != expected:
+            problems.append(f"{dotted}{found} changed (written against {expected})")
+    return problems
+
+
+def require_keras_internals():
+    """Raises when the workarounds cannot run on this Keras; warns off ``VERIFIED_KERAS``.
+
+    Raises:
+        RuntimeError: naming the private functions that changed.
+    """
+    version = tuple(int(part) for part in keras.__version__.split(".")[:2])
+    problems = check_keras_internals()
+    if problems:
+        raise RuntimeError(
+            f"keras-vit's tf.distribute workarounds were verified on Keras "
+            f"{', '.join('.'.join(map(str, v)) for v in VERIFIED_KERAS)}; Keras "
+            f"{keras.__version__} changed their private code: " + "; ".join(problems)
+            + ". Install a verified Keras (see setup.cfg) or report this."
+        )
+    if version not in VERIFIED_KERAS:
+        warnings.warn(
+            f"keras-vit's tf.distribute workarounds were verified on Keras "
+            f"{VERIFIED_KERAS}, not {keras.__version__}; its private code still matches.",
+            KerasVitWarning,
+            stacklevel=3,
+        )
 
 
 def split_cpu(num_devices):
@@ -157,6 +241,9 @@ def clip_after_all_reduce(optimizer_class):
         A subclass of the same name.
     """
 
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # built in the strategy's scope
+        require_keras_internals()
+
     class ReplicaConsistentClipping(optimizer_class):
         def _clip_gradients(self, grads):
             context = tf.distribute.get_replica_context()
@@ -196,6 +283,8 @@ def multiworker_fit_support():
     """
     from keras import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    require_keras_internals()
 
     keras_reduce = tf_trainer.reduce_per_replica
     keras_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build

@@ -1,18 +1,20 @@
-"""The ``ViT`` arguments a checkpoint implies, read from its tensors and config.
+"""What a checkpoint tells of its model, read from its tensors and config.
 
 Shapes give the width, depth, MLP size, patch size, classes, representation
-size, classifier and ResNet stem; the head count comes from the official
-kernels' ``(hidden, heads, head_dim)`` layout, a Hugging Face / timm
-``config.json``, or the standard sizes of ``keras_vit.model.variants.SIZES``.
+size, classifier, ResNet stem and the position-embedding grid; the head
+count comes from the official kernels' ``(hidden, heads, head_dim)`` layout
+or a Hugging Face / timm ``config.json``. What a file cannot tell (the heads
+of a bare timm file, the image size of a hybrid's grid) is left ``None``
+here: the family's rules for it live with the model
+(``keras_vit.model.loading``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 
-from keras_vit.model import variants
-from keras_vit.model.posemb import infer_grid_shape
-from keras_vit.weights.assign import CLASS_TOKEN, POSEMB, to_keras_tensors
+from keras_vit.weights.mappings import CLASS_TOKEN, PATCH_KERNEL, POSEMB, to_keras_tensors
 from keras_vit.weights.readers import FORMAT_DEFAULTS
 
 # Hugging Face ``hidden_act`` values that are the tanh approximation.
@@ -20,19 +22,12 @@ _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 _OFFICIAL_QUERY = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
 
 
-def num_heads_of(checkpoint, num_heads=None):
-    """Attention heads of a checkpoint.
+def stated_num_heads(checkpoint):
+    """Attention heads the checkpoint states, or None when it does not tell.
 
-    Args:
-        checkpoint: a ``Checkpoint``.
-        num_heads: int or None. Explicit value (wins).
-
-    Raises:
-        ValueError: if the checkpoint does not tell and the width is not a
-            standard one.
+    The official kernels' ``(hidden, heads, head_dim)`` layout, a Hugging
+    Face ``num_attention_heads`` or a timm hub ``model_args.num_heads``.
     """
-    if num_heads is not None:
-        return int(num_heads)
     config = checkpoint.config
     if checkpoint.format == "official" and _OFFICIAL_QUERY in checkpoint.tensors:
         return int(checkpoint.tensors[_OFFICIAL_QUERY].shape[1])
@@ -41,48 +36,36 @@ def num_heads_of(checkpoint, num_heads=None):
     model_args = config.get("model_args", {})
     if "num_heads" in model_args:
         return int(model_args["num_heads"])
-    hidden = _hidden_size(checkpoint)
-    for size in variants.SIZES.values():
-        if size["hidden_size"] == hidden:
-            return size["num_heads"]
-    raise ValueError(
-        f"Cannot tell the number of attention heads of {checkpoint.path}: "
-        f"hidden size {hidden} is not a standard ViT width and the checkpoint "
-        "has no config.json saying it; pass num_heads=..."
-    )
+    return None
 
 
-def _hidden_size(checkpoint):
-    for name, array in checkpoint.tensors.items():
-        if name.endswith(("embedding/kernel", "patch_embed.proj.weight", "projection.weight")):
-            return int(array.shape[-1] if checkpoint.format == "official" else array.shape[0])
-    raise ValueError(f"{checkpoint.path} has no patch-embedding tensor.")
-
-
-def checkpoint_config(checkpoint, num_heads=None):
-    """``ViT`` keyword arguments that reproduce a checkpoint's model.
+def checkpoint_config(checkpoint):
+    """The model facts a checkpoint holds, as ``ViT`` keyword arguments.
 
     Args:
         checkpoint: a ``Checkpoint``.
-        num_heads: int or None. Heads, when the checkpoint cannot tell.
 
     Returns:
-        dict of ``ViT`` arguments: ``image_size`` (None when a non-square
-        grid leaves it unknown), ``patch_size``,
-        ``hidden_size``, ``num_layers``, ``num_heads``, ``mlp_dim``,
+        dict with ``patch_size``, ``hidden_size``, ``num_layers``,
+        ``num_heads`` (None when the file does not tell), ``mlp_dim``,
         ``num_classes``, ``include_top``, ``classifier``,
         ``representation_size``, ``channels``, ``layer_norm_epsilon``,
         ``semantics``, ``posemb_interpolation``, ``resnet_layers``,
-        ``resnet_width``.
+        ``resnet_width``, ``image_size`` (the config's statement, else None)
+        and ``grid_size``: ``(rows, cols)`` of a square position-embedding
+        grid, or None.
+
+    Raises:
+        ValueError: for a file without patch or position embedding.
     """
-    heads = num_heads_of(checkpoint, num_heads)
-    tensors, _, _ = to_keras_tensors(checkpoint, heads)
-    if "embedding/kernel" not in tensors or POSEMB not in tensors:
+    # One head is enough to read every shape but the attention kernels'.
+    tensors, _, _ = to_keras_tensors(checkpoint, num_heads=1)
+    if PATCH_KERNEL not in tensors or POSEMB not in tensors:
         raise ValueError(
             f"{checkpoint.path} lacks the patch or position embedding; it is not "
             "a ViT checkpoint keras-vit can read."
         )
-    kernel = tensors["embedding/kernel"]
+    kernel = tensors[PATCH_KERNEL]
     layers = sorted(
         {int(m.group(1)) for p in tensors if (m := re.match(r"encoderblock_(\d+)/", p))}
     )
@@ -90,7 +73,7 @@ def checkpoint_config(checkpoint, num_heads=None):
         patch_size=tuple(int(s) for s in kernel.shape[:2]),
         hidden_size=int(kernel.shape[-1]),
         num_layers=len(layers),
-        num_heads=heads,
+        num_heads=stated_num_heads(checkpoint),
         mlp_dim=int(tensors["encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[-1]),
         classifier="token" if CLASS_TOKEN in tensors else "gap",
         channels=int(kernel.shape[2]),
@@ -98,15 +81,14 @@ def checkpoint_config(checkpoint, num_heads=None):
         resnet_layers=None,
         **FORMAT_DEFAULTS[checkpoint.format],
     )
-    stride = config["patch_size"]
     if "resnet/conv_root/kernel" in tensors:
         root = tensors["resnet/conv_root/kernel"]
         config.update(resnet_layers=_resnet_layers(tensors), resnet_width=int(root.shape[-1]))
         config["channels"] = int(root.shape[2])
-        stem = variants.resnet_stride(config["resnet_layers"])
-        stride = (stride[0] * stem, stride[1] * stem)
     config.update(_top(tensors))
-    config["image_size"] = _image_size(tensors[POSEMB], config, stride, checkpoint)
+    config["image_size"] = _stated_image_size(checkpoint.config)
+    prefix = 1 if config["classifier"] == "token" and checkpoint.posemb_prefix != 0 else 0
+    config["grid_size"] = _square_grid(tensors[POSEMB].shape[1] - prefix)
     if checkpoint.format == "hf":
         hf = checkpoint.config
         config["layer_norm_epsilon"] = float(hf.get("layer_norm_eps", 1e-12))
@@ -134,16 +116,18 @@ def _top(tensors):
     return top
 
 
-def _image_size(posemb, config, stride, checkpoint):
-    hf_size = checkpoint.config.get("image_size")
+def _stated_image_size(config):
+    """The input size a Hugging Face or timm ``config.json`` states, or None."""
+    hf_size = config.get("image_size")
     if hf_size is not None:
         return (hf_size, hf_size) if isinstance(hf_size, int) else tuple(hf_size)
-    input_size = checkpoint.config.get("pretrained_cfg", {}).get("input_size")
+    input_size = config.get("pretrained_cfg", {}).get("input_size")
     if input_size:
         return tuple(int(s) for s in input_size[-2:])
-    prefix = 1 if config["classifier"] == "token" and checkpoint.posemb_prefix != 0 else 0
-    try:
-        rows, cols = infer_grid_shape(posemb.shape[1] - prefix)
-    except ValueError:
-        return None  # a non-square grid: the caller must give image_size
-    return (rows * stride[0], cols * stride[1])
+    return None
+
+
+def _square_grid(tokens):
+    """``(g, g)`` for a square number of grid tokens, else None (non-square grid)."""
+    side = math.isqrt(max(int(tokens), 0))
+    return (side, side) if side * side == tokens and side else None

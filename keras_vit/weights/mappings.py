@@ -231,6 +231,11 @@ LINEN_TO_PRE_LINEN = {
 # representation layer) instead of failing the load.
 TOP_LAYERS = ("pre_logits", "head")
 
+# Keras paths of the tensors whose presence tells the architecture.
+POSEMB = "posembed_input/pos_embedding"
+CLASS_TOKEN = "cls/cls"
+PATCH_KERNEL = "embedding/kernel"
+
 
 def _template_regex(template):
     pattern = re.escape(template)
@@ -344,3 +349,35 @@ def _head_dim(width, num_heads):
     if width % num_heads:
         raise ValueError(f"width {width} not divisible by {num_heads} heads")
     return width // num_heads
+
+
+def to_keras_tensors(checkpoint, num_heads):
+    """Renames a checkpoint's tensors to Keras paths in Keras layout.
+
+    Args:
+        checkpoint: a ``keras_vit.weights.readers.Checkpoint``.
+        num_heads: int. Attention heads (to split fused head axes).
+
+    Returns:
+        ``(tensors, origin, problems)``: ``{keras path: array}``,
+        ``{keras path: source name}`` and a list of messages for source
+        tensors that match no rule or cannot be re-laid-out.
+    """
+    resolve = source_to_keras(checkpoint.format)
+    tensors, origin, problems = {}, {}, []
+    for name, array in checkpoint.tensors.items():
+        targets = resolve(name)
+        if not targets:
+            problems.append(f"unexpected tensor {name!r} {tuple(array.shape)}")
+            continue
+        for path, rule in targets:
+            try:
+                tensors[path] = np.asarray(to_keras_layout(array, rule, num_heads))
+            except ValueError as err:
+                problems.append(
+                    f"mis-shaped tensor {name!r}: shape {tuple(array.shape)} "
+                    f"cannot be read as {path!r} ({err})"
+                )
+                continue
+            origin[path] = name
+    return tensors, origin, problems
