@@ -9,31 +9,35 @@ other path: a Hugging Face folder (``model.safetensors`` + ``config.json``).
 
 from __future__ import annotations
 
+from keras_vit_cli._common import (
+    POSEMB_INTERPOLATIONS,
+    SEMANTICS,
+    add_image_size_argument,
+    positive_int,
+)
+
 NAME = "convert"
 HELP = "Convert a checkpoint (.npz, timm, Hugging Face, registry name) to .keras, .weights.h5, .npz or a Hugging Face folder."
 
 
 def add_arguments(parser):
     """Adds the ``convert`` options to an ``argparse`` parser."""
-    from keras_vit.model.posemb import POSEMB_INTERPOLATIONS
-
     parser.add_argument("src", help="checkpoint file, folder, registry name or URL")
     parser.add_argument("dst", help="output: .keras, .weights.h5, .npz, or a folder for Hugging Face")
     parser.add_argument("--variant", help='variant to build, e.g. "B/16" (default: from the checkpoint)')
-    parser.add_argument("--image-size", type=int, nargs="+", metavar="N", help="resolution (H [W]); position embeddings are resized")
-    parser.add_argument("--num-classes", type=int, help="classes of a new head (the checkpoint's head is then not loaded)")
+    add_image_size_argument(parser, "Resolution (position embeddings are resized):")
+    parser.add_argument("--num-classes", type=positive_int, help="classes of a new head (the checkpoint's head is then not loaded)")
     parser.add_argument("--no-top", action="store_true", help="drop the classification head")
-    parser.add_argument("--semantics", choices=("auto", "official", "timm"), default="auto")
+    parser.add_argument("--semantics", choices=("auto", *SEMANTICS), default="auto")
     parser.add_argument("--posemb-interpolation", choices=("auto", *POSEMB_INTERPOLATIONS), default="auto")
-    parser.add_argument("--num-heads", type=int, help="attention heads, if the checkpoint cannot tell")
+    parser.add_argument("--num-heads", type=positive_int, help="attention heads, if the checkpoint cannot tell")
 
 
 def _model_arguments(args):
     kwargs = {}
-    if args.image_size:
-        if len(args.image_size) > 2:
-            raise ValueError(f"--image-size takes 1 or 2 numbers, got {args.image_size}.")
-        kwargs["image_size"] = (args.image_size[0], args.image_size[-1])
+    image_size = args.image_size
+    if image_size is not None:
+        kwargs["image_size"] = image_size
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
     if args.no_top:
@@ -46,13 +50,12 @@ def _model_arguments(args):
 
 def build_model(args):
     """The model SRC describes, with the command's overrides, loaded."""
-    from keras_vit.model.vit import build_variant
-    from keras_vit.weights import model_from_checkpoint
+    from keras_vit import ViT
 
     kwargs = _model_arguments(args)
     if args.variant:
-        return build_variant(args.variant, weights=args.src, **kwargs)
-    return model_from_checkpoint(args.src, num_heads=args.num_heads, **kwargs)
+        return ViT.from_variant(args.variant, weights=args.src, **kwargs)
+    return ViT.from_checkpoint(args.src, num_heads=args.num_heads, **kwargs)
 
 
 def write(model, dst):

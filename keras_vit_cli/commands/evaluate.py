@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_vit_cli._common import positive_int
+
 NAME = "evaluate"
 HELP = "Evaluate a saved .keras model on digits, tfds:NAME:SPLIT, an image folder or TFRecords."
 
@@ -16,7 +18,7 @@ def add_arguments(parser):
     )
     parser.add_argument("--split", default="test", help="Split when --data names none.")
     parser.add_argument("--data-dir", help="tfds data directory.")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--output", help="Write the metrics as JSON to this file.")
 
 

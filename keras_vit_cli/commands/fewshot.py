@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-from keras_vit.atomic import write_json_atomic
-from keras_vit_cli.commands.inspect_model import (
+from keras_vit_cli._common import (
     add_model_arguments,
     input_size,
     load_model,
+    fraction,
+    positive_float,
     positive_int,
 )
 
@@ -22,43 +23,47 @@ def _shot_list(text):
 
 
 def add_arguments(parser):
-    from keras_vit.analysis import fewshot
-
     add_model_arguments(parser)
     parser.add_argument(
         "--data", required=True,
-        help="'digits', an image folder (class subfolders, or train/ and test/ of "
-        "them) or a prepared tfds data set folder.",
+        help="Data source: 'digits', tfds:NAME (with --data-dir), a prepared tfds folder, "
+        "an image folder (class subfolders, or train/ and test/ of them) or TFRecords.",
     )
+    parser.add_argument("--data-dir", default=None, help="tfds data directory.")
     parser.add_argument(
-        "--shots", type=_shot_list, default=list(fewshot.DEFAULT_SHOTS),
+        "--shots", type=_shot_list, default=None,
         help="Training examples per class, comma-separated (default 1,5,10,25).",
     )
     parser.add_argument(
-        "--seeds", type=positive_int, default=fewshot.DEFAULT_NUM_SEEDS,
+        "--seeds", type=positive_int, default=None,
         help="Draws of the training examples per shot count (default 3).",
     )
     parser.add_argument(
-        "--l2-reg", type=float, default=fewshot.DEFAULT_L2_REG,
+        "--l2-reg", type=positive_float, default=None,
         help="L2 regularisation of the least-squares probe (default 2^10).",
     )
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--train-split", default="train", help="tfds training split.")
-    parser.add_argument("--test-split", default="test", help="tfds test split.")
+    parser.add_argument("--train-split", default="train", help="Training split.")
+    parser.add_argument("--test-split", default="test", help="Test split.")
     parser.add_argument(
-        "--test-fraction", type=float, default=0.5,
-        help="Held-out share per class of a folder without train/test (default 0.5).",
+        "--test-fraction", type=fraction, default=0.5,
+        help="Held-out share per class of a source without splits (default 0.5).",
     )
     parser.add_argument("--output", default=None, help="Folder for fewshot.json and fewshot.png.")
 
 
 def run(args):
-    from keras_vit.analysis import fewshot
+    from keras_vit.analysis import fewshot, plots
+    from keras_vit.atomic import write_json_atomic
 
-    model = load_model(args.model, args.weights, args.num_classes, args.image_size)
+    args.shots = args.shots or list(fewshot.DEFAULT_SHOTS)
+    args.seeds = args.seeds or fewshot.DEFAULT_NUM_SEEDS
+    args.l2_reg = args.l2_reg or fewshot.DEFAULT_L2_REG
+    image_size = args.image_size
+    model = load_model(args.model, args.weights, args.num_classes, image_size)
     train, test, class_names = fewshot.load_fewshot_data(
-        args.data, input_size(model, args.image_size), model.channels, args.batch_size,
-        args.train_split, args.test_split, args.test_fraction,
+        args.data, input_size(model, image_size), model.channels, args.batch_size,
+        args.train_split, args.test_split, args.test_fraction, data_dir=args.data_dir,
     )
     train_x, train_y = fewshot.extract_features(model, train, description="train batch")
     test_x, test_y = fewshot.extract_features(model, test, description="test batch")
@@ -83,7 +88,7 @@ def run(args):
             "results": {str(k): v for k, v in results.items()},
         }
         write_json_atomic(summary, os.path.join(args.output, "fewshot.json"))
-        fewshot.save_fewshot_plot(
+        plots.save_fewshot_plot(
             results, os.path.join(args.output, "fewshot.png"),
             f"{model.name}: few-shot linear accuracy on {os.path.basename(args.data.rstrip('/'))}",
             len(class_names),

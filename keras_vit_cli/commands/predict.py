@@ -10,6 +10,8 @@ artifact's input size.
 
 from __future__ import annotations
 
+from keras_vit_cli._common import positive_int, read_labels
+
 NAME = "predict"
 HELP = "Top-k classes of image files with a .keras, SavedModel, .tflite or .onnx model."
 
@@ -17,7 +19,7 @@ HELP = "Top-k classes of image files with a .keras, SavedModel, .tflite or .onnx
 def add_arguments(parser):
     parser.add_argument("model", help="A .keras file, SavedModel folder, .tflite or .onnx file.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image files (JPEG, PNG, GIF, BMP).")
-    parser.add_argument("--top-k", type=int, default=5, help="Classes to print per image (default 5).")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="Classes to print per image (default 5).")
     parser.add_argument(
         "--labels", default=None,
         help="Text file with one class name per line (default: the labels stored at export).",
@@ -48,7 +50,6 @@ def predict_files(artifact, paths, k=5, labels=None):
 
 def run(args):
     from keras_vit.export.artifacts import load_artifact
-    from keras_vit_cli.commands.export import read_labels
 
     artifact = load_artifact(args.model)
     labels = None if args.labels is None else read_labels(args.labels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_vit.train.recipe import add_override_argument
+from keras_vit_cli._common import add_override_argument, positive_int
 
 NAME = "quickstart"
 HELP = "Train a small ViT from scratch on the built-in digits (recipe digits_scratch)."
@@ -16,7 +16,7 @@ def add_arguments(parser):
         help="Run directory for model.keras and metrics.json (default: %(default)s).",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="Epochs (default: the recipe's, 70)."
+        "--epochs", type=positive_int, default=None, help="Epochs (default: the recipe's, 70)."
     )
     parser.add_argument("--seed", type=int, default=None, help="Random seed (default: 0).")
     add_override_argument(parser)
@@ -37,7 +37,45 @@ def run(args):
         f"({metrics['train_seconds']:.0f} s of training). "
         f"Saved {args.output}/model.keras and metrics.json."
     )
-    from keras_vit_cli.commands.export import export_quickstart
-
     export_quickstart(args.output)  # SavedModel + one digit predicted through it
     return 0
+
+
+def export_quickstart(run_dir):
+    """Exports a quickstart run's model and classifies a held-out digit with it.
+
+    ``<run_dir>/model.keras`` becomes the SavedModel
+    ``<run_dir>/export/digits/<version>/`` (labels "0".."9"); the first
+    held-out digit is written to ``<run_dir>/digit.png`` and sent through
+    the SavedModel's ``serve_bytes`` signature.
+
+    Returns:
+        ``(ExportResult, true digit, predicted digit)``.
+    """
+    import os
+
+    import keras
+    import tensorflow as tf
+
+    from keras_vit.data import load_digits
+    from keras_vit.export import export_model
+
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    _, (x_test, y_test) = load_digits()
+    result = export_model(
+        model, os.path.join(run_dir, "export"), ["saved_model"], model_name="digits",
+        labels=[str(digit) for digit in range(10)], samples=x_test[:32],
+    )
+    png = tf.io.encode_png(x_test[0]).numpy()
+    with open(os.path.join(run_dir, "digit.png"), "wb") as file:
+        file.write(png)
+    serve_bytes = tf.saved_model.load(result.path).signatures["serve_bytes"]
+    out = serve_bytes(image_bytes=tf.constant([png]))
+    predicted = int(out["top_k_labels"][0, 0].numpy())
+    probability = float(out["top_k_probabilities"][0, 0])
+    print(
+        f"SavedModel {result.path}: {run_dir}/digit.png (a held-out {y_test[0]}) "
+        f"is predicted {predicted} (p={probability:.2f})."
+    )
+    return result, int(y_test[0]), predicted
+

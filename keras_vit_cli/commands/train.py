@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_vit.train.recipe import add_override_argument
+from keras_vit_cli._common import STRATEGIES, add_override_argument
 
 NAME = "train"
 HELP = "Train or fine-tune a ViT with a recipe from pipelines/ (or any recipe YAML)."
@@ -16,7 +16,7 @@ def add_arguments(parser):
     parser.add_argument("--output", help="Run directory (default: runs/<recipe name>).")
     parser.add_argument(
         "--strategy",
-        choices=("auto", "cpu", "mirrored", "multiworker", "tpu"),
+        choices=STRATEGIES,
         help="Distribution strategy (default: the recipe's, usually auto).",
     )
     parser.add_argument(
@@ -36,14 +36,14 @@ def run(args):
     if args.print_recipe:
         import yaml
 
-        print(yaml.safe_dump(recipe, sort_keys=False))
+        print(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         return 0
 
     from keras_vit.train.loop import train
 
     metrics = train(recipe)
     print(
-        f"{recipe['name']}: eval accuracy {metrics['test_accuracy']:.4f} after "
+        f"{recipe.name}: eval accuracy {metrics['test_accuracy']:.4f} after "
         f"{metrics['steps']} steps ({metrics['train_seconds']:.0f} s)."
     )
     return 0
