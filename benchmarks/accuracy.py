@@ -44,15 +44,36 @@ import tensorflow as tf  # noqa: E402
 
 from keras_vit.atomic import write_json_atomic  # noqa: E402
 from keras_vit.data import load_digits  # noqa: E402
-from keras_vit.model.factories import build_variant
-from keras_vit.model.vit import ViT  # noqa: E402
 from keras_vit.data.images import preprocess_input  # noqa: E402
 from keras_vit.export.tflite import convert_tflite  # noqa: E402
+from keras_vit.model.factories import build_variant
+from keras_vit.model.vit import ViT  # noqa: E402
 
-DIGITS_VIT = dict(image_size=8, patch_size=2, hidden_size=64, num_layers=4, num_heads=4,
-                  mlp_dim=128, num_classes=10, channels=1)
-PHOTOS = ("astronaut", "chelsea", "coffee", "camera", "rocket", "coins", "moon",
-          "immunohistochemistry", "hubble_deep_field", "colorwheel", "grass", "brick", "clock")
+DIGITS_VIT = dict(
+    image_size=8,
+    patch_size=2,
+    hidden_size=64,
+    num_layers=4,
+    num_heads=4,
+    mlp_dim=128,
+    num_classes=10,
+    channels=1,
+)
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "camera",
+    "rocket",
+    "coins",
+    "moon",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "colorwheel",
+    "grass",
+    "brick",
+    "clock",
+)
 BATCH = 16
 TRAIN_CROPS_PER_PHOTO = 40
 PHOTO_EPOCHS = 6
@@ -77,7 +98,7 @@ def photo_crops(crops_per_photo, size=224, seed=0):
         for _ in range(crops_per_photo):
             side = int(min(height, width) * rng.uniform(0.4, 1.0))
             top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
-            crop = photo[top:top + side, left:left + side]
+            crop = photo[top : top + side, left : left + side]
             images.append(tf.image.resize(crop, (size, size), antialias=True).numpy())
             labels.append(label)
     return np.clip(np.stack(images), 0.0, 255.0), np.array(labels)
@@ -102,10 +123,12 @@ def compare(reference, logits, labels=None):
 def keras_logits(model, pixels):
     """Logits of a Keras model on pixels in [0, 255], in batches (graph mode)."""
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return np.concatenate([
-        forward(tf.constant(preprocess_input(pixels[i:i + BATCH]))).numpy()
-        for i in range(0, len(pixels), BATCH)
-    ])
+    return np.concatenate(
+        [
+            forward(tf.constant(preprocess_input(pixels[i : i + BATCH]))).numpy()
+            for i in range(0, len(pixels), BATCH)
+        ]
+    )
 
 
 def bfloat16_copy(model):
@@ -125,10 +148,12 @@ def tflite_logits(model, pixels, quantization, workdir, representative=None):
     runner = Interpreter(model_path=path, num_threads=os.cpu_count()).get_signature_runner(
         "serving_default"
     )
-    return np.concatenate([
-        runner(images=pixels[i:i + BATCH].astype("float32"))["logits"]
-        for i in range(0, len(pixels), BATCH)
-    ])
+    return np.concatenate(
+        [
+            runner(images=pixels[i : i + BATCH].astype("float32"))["logits"]
+            for i in range(0, len(pixels), BATCH)
+        ]
+    )
 
 
 def precision_paths(model, pixels, workdir, quantizations, labels=None, representative=None):
@@ -153,8 +178,12 @@ def train_digits(policy, seed, epochs, data):
         metrics=["accuracy"],
     )
     history = model.fit(
-        preprocess_input(x_train.astype("float32")), y_train,
-        batch_size=64, epochs=epochs, shuffle=True, verbose=0,
+        preprocess_input(x_train.astype("float32")),
+        y_train,
+        batch_size=64,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
         validation_data=(preprocess_input(x_test.astype("float32")), y_test),
     ).history
     return model, dict(
@@ -177,11 +206,17 @@ def digits_report(epochs, workdir):
 
     (x_train, _), (x_test, y_test) = data
     paths = precision_paths(
-        fp32_model, x_test.astype("float32"), workdir, ("dynamic", "int8"),
-        labels=y_test, representative=x_train[:200].astype("float32"),
+        fp32_model,
+        x_test.astype("float32"),
+        workdir,
+        ("dynamic", "int8"),
+        labels=y_test,
+        representative=x_train[:200].astype("float32"),
     )
     return dict(
-        model=DIGITS_VIT, epochs=epochs, curves=curves,
+        model=DIGITS_VIT,
+        epochs=epochs,
+        curves=curves,
         max_test_loss_gap_bf16_vs_fp32=gap(bf16, fp32),
         max_test_loss_gap_fp32_seeds=gap(fp32_other_seed, fp32),
         inference=paths,
@@ -242,10 +277,15 @@ def format_report(report):
         f"{digits['max_test_loss_gap_fp32_seeds']}"
     )
     for name, curve in digits["curves"].items():
-        lines.append(f"  {name:22} test acc {curve['test_accuracy']:.4f} test loss {curve['test_loss']}")
+        lines.append(
+            f"  {name:22} test acc {curve['test_accuracy']:.4f} test loss {curve['test_loss']}"
+        )
     photos = report["photos"]
-    for data, section in (("digits", digits), ("photos", photos["trained"]),
-                          ("photos-random", photos["random"])):
+    for data, section in (
+        ("digits", digits),
+        ("photos", photos["trained"]),
+        ("photos-random", photos["random"]),
+    ):
         for path, row in section["inference"].items():
             acc = f" accuracy {row['accuracy']:.4f}" if "accuracy" in row else ""
             lines.append(
@@ -260,7 +300,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the report to this file")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and photo crops")
-    parser.add_argument("--photo-crops", type=int, help="random crops per photo (default 6, quick 1)")
+    parser.add_argument(
+        "--photo-crops", type=int, help="random crops per photo (default 6, quick 1)"
+    )
     args = parser.parse_args(argv)
     epochs, photo_epochs, crops = (4, 1, 1) if args.quick else (30, PHOTO_EPOCHS, 6)
     crops = args.photo_crops or crops

@@ -33,7 +33,7 @@ def synthetic_jpeg_folder(root, num_images, size=320):
         photo = photos[i % len(photos)]
         top = rng.integers(0, photo.shape[0] - size // 2)
         left = rng.integers(0, photo.shape[1] - size // 2)
-        crop = tf.image.resize(photo[top:, left:][: size, : size], (size, size))
+        crop = tf.image.resize(photo[top:, left:][:size, :size], (size, size))
         folder = os.path.join(root, f"class_{i % 2}")
         os.makedirs(folder, exist_ok=True)
         tf.io.write_file(

@@ -117,35 +117,51 @@ def gemm_floor(task, precision):
         else:
             seconds = max(time_gemm(batch, m, k, n, precision) - overhead, 1e-9)
         total += count * seconds
-        rows.append(dict(
-            name=name, shape=f"{batch}x{m}x{k}x{n}", count=count,
-            ms=round(seconds * 1e3, 3), gflops=round(2 * batch * m * k * n / seconds / 1e9, 1),
-        ))
+        rows.append(
+            dict(
+                name=name,
+                shape=f"{batch}x{m}x{k}x{n}",
+                count=count,
+                ms=round(seconds * 1e3, 3),
+                gflops=round(2 * batch * m * k * n / seconds / 1e9, 1),
+            )
+        )
     _, images, training = TASKS[task]
     optimizer = time_optimizer_update(task) if training else 0.0
     total += optimizer
-    return dict(rows=rows, optimizer_ms=round(optimizer * 1e3, 1), step_ms=round(total * 1e3, 1),
-                images_per_s=round(images / total, 3))
+    return dict(
+        rows=rows,
+        optimizer_ms=round(optimizer * 1e3, 1),
+        step_ms=round(total * 1e3, 1),
+        images_per_s=round(images / total, 3),
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), nargs="+", default=sorted(TASKS))
-    parser.add_argument("--precision", choices=sorted(GEMM_DTYPES), nargs="+",
-                        default=sorted(GEMM_DTYPES))
+    parser.add_argument(
+        "--precision", choices=sorted(GEMM_DTYPES), nargs="+", default=sorted(GEMM_DTYPES)
+    )
     parser.add_argument("--verbose", action="store_true", help="print every GEMM")
     args = parser.parse_args(argv)
-    print(f"{'task':10} {'precision':9} {'optimizer ms':>12} {'floor ms/step':>14} "
-          f"{'images/s bound':>15}")
+    print(
+        f"{'task':10} {'precision':9} {'optimizer ms':>12} {'floor ms/step':>14} "
+        f"{'images/s bound':>15}"
+    )
     for task in args.task:
         for precision in args.precision:
             floor = gemm_floor(task, precision)
-            print(f"{task:10} {precision:9} {floor['optimizer_ms']:12.1f} {floor['step_ms']:14.1f} "
-                  f"{floor['images_per_s']:15.3f}")
+            print(
+                f"{task:10} {precision:9} {floor['optimizer_ms']:12.1f} {floor['step_ms']:14.1f} "
+                f"{floor['images_per_s']:15.3f}"
+            )
             if args.verbose:
                 for row in floor["rows"]:
-                    print(f"    {row['name']:22} {row['shape']:>20} x{row['count']:<3} "
-                          f"{row['ms']:9.3f} ms {row['gflops']:7.1f} GFLOP/s")
+                    print(
+                        f"    {row['name']:22} {row['shape']:>20} x{row['count']:<3} "
+                        f"{row['ms']:9.3f} ms {row['gflops']:7.1f} GFLOP/s"
+                    )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,7 @@ def _set_policy(precision):
     import keras
 
     if precision not in KERAS_POLICIES:
-        raise ValueError(
-            f"Keras implementations run {tuple(KERAS_POLICIES)}, got {precision!r}."
-        )
+        raise ValueError(f"Keras implementations run {tuple(KERAS_POLICIES)}, got {precision!r}.")
     keras.config.set_dtype_policy(KERAS_POLICIES[precision])
 
 

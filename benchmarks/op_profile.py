@@ -93,12 +93,16 @@ def main(argv=None):
         (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         totals, counts = op_times(path)
     total = sum(totals.values())
-    print(f"{args.impl} {args.task} {args.precision}: {total / 1e3 / args.steps:.0f} ms "
-          f"of op time per step (summed over threads)")
+    print(
+        f"{args.impl} {args.task} {args.precision}: {total / 1e3 / args.steps:.0f} ms "
+        f"of op time per step (summed over threads)"
+    )
     print(f"{'op type':40} {'ms/step':>9} {'share':>7} {'calls/step':>10}")
     for op, us in totals.most_common(args.top):
-        print(f"{op:40} {us / 1e3 / args.steps:9.1f} {us / total:7.1%} "
-              f"{counts[op] / args.steps:10.0f}")
+        print(
+            f"{op:40} {us / 1e3 / args.steps:9.1f} {us / total:7.1%} "
+            f"{counts[op] / args.steps:10.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,26 +38,38 @@ IMPLS = {
     "keras-vit": Impl(keras_impls.build_keras_vit, ALL_TASKS, ("fp32", "bf16"), True),
     "keras-vit-onednn": Impl(
         functools.partial(keras_impls.build_keras_vit, jit_compile=False),
-        ALL_TASKS, ("fp32", "bf16"), True,
+        ALL_TASKS,
+        ("fp32", "bf16"),
+        True,
     ),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
     "keras-vit-savedmodel-xla": Impl(
         functools.partial(portable_impls.build_saved_model, jit_compile=True),
-        INFERENCE, ("fp32",), True, quick=False, exported=True,
+        INFERENCE,
+        ("fp32",),
+        True,
+        quick=False,
+        exported=True,
     ),
     "keras-vit-tflite": Impl(
         portable_impls.build_tflite, INFERENCE, ("fp32", "int8"), True, exported=True
     ),
     "keras-vit-onnx": Impl(
-        portable_impls.build_keras_vit_onnx, INFERENCE, ("fp32",), True, quick=False,
+        portable_impls.build_keras_vit_onnx,
+        INFERENCE,
+        ("fp32",),
+        True,
+        quick=False,
         exported=True,
     ),
     "keras-hub": Impl(keras_impls.build_keras_hub, ALL_TASKS, ("fp32",), False),
     "keras-hub-xla": Impl(
         functools.partial(keras_impls.build_keras_hub, jit_compile=True),
-        ALL_TASKS, ("fp32",), False,
+        ALL_TASKS,
+        ("fp32",),
+        False,
     ),
     "vit-keras": Impl(keras_impls.build_vit_keras, ALL_TASKS, ("fp32",), False),
     "hf-onnx": Impl(portable_impls.build_hf_onnx, INFERENCE, ("fp32",), False, exported=True),

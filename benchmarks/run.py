@@ -11,8 +11,8 @@ load from other processes hits everyone alike. On a shared machine the
 fastest step is the one least disturbed, so rows report the best step of the
 best sweep (``images_per_s``, ``latency_ms``) and keep the median step
 (``median_ms``). A GEMM measured (best of 7) at the start and the end of the
-run is the yardstick of achieved GFLOP/s. Ratios against the peers (the issue's targets) are printed and
-written with the rows.
+run is the yardstick of achieved GFLOP/s. Ratios against the peers (the issue's
+targets) are printed and written with the rows.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.registry import IMPLS  # noqa: E402
-from keras_vit.atomic import write_json_atomic  # noqa: E402
 from benchmarks.specs import TASKS  # noqa: E402
 from benchmarks.targets import evaluate_targets, format_targets  # noqa: E402
+from keras_vit.atomic import write_json_atomic  # noqa: E402
 
 # (warm-up steps, minimum timed steps, minimum timed seconds, sweeps)
 MODES = {"full": (2, 6, 10.0, 2), "quick": (1, 3, 3.0, 1)}
@@ -65,7 +65,7 @@ def run_worker(args, timeout=JOB_TIMEOUT_S):
         return {"status": f"error: timed out after {timeout} s"}
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
     return {"status": f"error: exit {done.returncode}: {tail}"}
 
@@ -75,8 +75,19 @@ def prepare_exports(jobs, workdir):
     for impl, task, precision in jobs:
         if IMPLS[impl].exported and task == "infer_b1":
             print(f"[prepare] {impl} {precision}", flush=True)
-            run_worker(["--impl", impl, "--task", task, "--precision", precision,
-                        "--workdir", workdir, "--prepare-only"])
+            run_worker(
+                [
+                    "--impl",
+                    impl,
+                    "--task",
+                    task,
+                    "--precision",
+                    precision,
+                    "--workdir",
+                    workdir,
+                    "--prepare-only",
+                ]
+            )
 
 
 def measure_gemms():
@@ -90,9 +101,11 @@ def measure_gemms():
 def measure_floors(tasks):
     """``{"task precision": row}`` of each task's GEMM-only floor, in fresh processes."""
     return {
-        f"{task} {precision}": run_worker(["--impl", "gemm-floor", "--task", task,
-                                           "--precision", precision])
-        for task in tasks for precision in GEMM_PRECISIONS
+        f"{task} {precision}": run_worker(
+            ["--impl", "gemm-floor", "--task", task, "--precision", precision]
+        )
+        for task in tasks
+        for precision in GEMM_PRECISIONS
     }
 
 
@@ -117,11 +130,17 @@ def merge_runs(runs, gemm):
 
 def format_table(rows):
     """Plain-text table of the merged rows."""
-    header = f"{'impl':26} {'task':9} {'prec':4} {'img/s':>7} {'ms':>8} {'RSS MB':>7} {'GFLOP/s':>7} {'%GEMM':>5}  status"
+    header = (
+        f"{'impl':26} {'task':9} {'prec':4} {'img/s':>7} {'ms':>8} {'RSS MB':>7} "
+        f"{'GFLOP/s':>7} {'%GEMM':>5}  status"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"{r['impl']:26} {r['task']:9} {r['precision']:4} {'':>7} {'':>8} {'':>7} {'':>7} {'':>5}  {r['status']}")
+            lines.append(
+                f"{r['impl']:26} {r['task']:9} {r['precision']:4} "
+                f"{'':>7} {'':>8} {'':>7} {'':>7} {'':>5}  {r['status']}"
+            )
             continue
         share = "" if r.get("gemm_fraction") is None else f"{100 * r['gemm_fraction']:.0f}"
         lines.append(
@@ -136,17 +155,25 @@ def machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as file:
-            cpu = next(l.split(":", 1)[1].strip() for l in file if l.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in file if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
-                load_average_start=os.getloadavg())
+    return dict(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        python=platform.python_version(),
+        load_average_start=os.getloadavg(),
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write rows, GEMM rates and ratios to this file")
-    parser.add_argument("--quick", action="store_true", help="short timings, one sweep, fewer peers")
+    parser.add_argument(
+        "--quick", action="store_true", help="short timings, one sweep, fewer peers"
+    )
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--sweeps", type=int, help="repetitions of the whole sweep")
@@ -164,34 +191,71 @@ def main(argv=None):
         prepare_exports(jobs, workdir)
         for sweep in range(sweeps):
             for number, (impl, task, precision) in enumerate(jobs, 1):
-                print(f"[sweep {sweep + 1}/{sweeps} job {number}/{len(jobs)}] {impl} {task} {precision}",
-                      flush=True)
-                row = run_worker([
-                    "--impl", impl, "--task", task, "--precision", precision,
-                    "--workdir", workdir, "--warmup", str(warmup),
-                    "--min-steps", str(min_steps), "--min-time", str(min_time),
-                ])
+                print(
+                    f"[sweep {sweep + 1}/{sweeps} job {number}/{len(jobs)}] "
+                    f"{impl} {task} {precision}",
+                    flush=True,
+                )
+                row = run_worker(
+                    [
+                        "--impl",
+                        impl,
+                        "--task",
+                        task,
+                        "--precision",
+                        precision,
+                        "--workdir",
+                        workdir,
+                        "--warmup",
+                        str(warmup),
+                        "--min-steps",
+                        str(min_steps),
+                        "--min-time",
+                        str(min_time),
+                    ]
+                )
                 variant, batch, _ = TASKS[task]
-                runs.append({"impl": impl, "model": f"ViT-{variant}", "task": task,
-                             "precision": precision, "batch": batch, **row})
+                runs.append(
+                    {
+                        "impl": impl,
+                        "model": f"ViT-{variant}",
+                        "task": task,
+                        "precision": precision,
+                        "batch": batch,
+                        **row,
+                    }
+                )
         gemm_runs.append(measure_gemms())
         floors = measure_floors(args.tasks)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    gemm = {p: max(g[p] for g in gemm_runs if g[p]) for p in GEMM_PRECISIONS
-            if any(g[p] for g in gemm_runs)}
+    gemm = {
+        p: max(g[p] for g in gemm_runs if g[p])
+        for p in GEMM_PRECISIONS
+        if any(g[p] for g in gemm_runs)
+    }
     rows = merge_runs(runs, gemm)
     targets = evaluate_targets(rows, floors)
     info.update(load_average_end=os.getloadavg(), minutes=round((time.time() - started) / 60, 1))
     print(f"\nGEMM GFLOP/s (best of start/end): {gemm}  machine: {info}\n")
     print(format_table(rows))
-    print("\nGEMM-only floor (benchmarks/gemm_floor.py): " + ", ".join(
-        f"{key} {row.get('images_per_s')} img/s" for key, row in floors.items()))
+    print(
+        "\nGEMM-only floor (benchmarks/gemm_floor.py): "
+        + ", ".join(f"{key} {row.get('images_per_s')} img/s" for key, row in floors.items())
+    )
     print("\n" + format_targets(targets))
     if args.json:
-        result = dict(machine=info, mode="quick" if args.quick else "full", gemm_gflops=gemm,
-                      gemm_runs=gemm_runs, floors=floors, rows=rows, runs=runs, targets=targets)
+        result = dict(
+            machine=info,
+            mode="quick" if args.quick else "full",
+            gemm_gflops=gemm,
+            gemm_runs=gemm_runs,
+            floors=floors,
+            rows=rows,
+            runs=runs,
+            targets=targets,
+        )
         write_json_atomic(result, args.json, indent=1)
     return 0
 

@@ -11,42 +11,78 @@ ALL_PEERS = (*TF_PEERS, "hf-onnx", "hf-torch", "timm")
 # theirs/ours for latency_ms and peak_rss_mb, so >= required is always good;
 # of several impls on a side the best one counts.
 TARGETS = (
-    ("fp32 infer B/16 b16 vs fastest TF peer",
-     (OURS, "infer_b16", "fp32", "images_per_s"),
-     (TF_PEERS, "infer_b16", "fp32", "images_per_s"), 1.05),
-    ("fp32 infer B/16 b1 latency vs onnxruntime peer",
-     (OURS, "infer_b1", "fp32", "latency_ms"),
-     (("hf-onnx",), "infer_b1", "fp32", "latency_ms"), 1.0),
-    ("bf16 infer B/16 b16 vs fastest fp32 peer",
-     (OURS, "infer_b16", "bf16", "images_per_s"),
-     (ALL_PEERS, "infer_b16", "fp32", "images_per_s"), 1.6),
-    ("int8 TFLite infer B/16 b16 vs fastest fp32 peer",
-     (("keras-vit-tflite",), "infer_b16", "int8", "images_per_s"),
-     (ALL_PEERS, "infer_b16", "fp32", "images_per_s"), None),
-    ("fp32 train S/16 b16 vs keras-hub",
-     (OURS, "train", "fp32", "images_per_s"),
-     (("keras-hub",), "train", "fp32", "images_per_s"), 1.2),
-    ("fp32 train S/16 b16 vs keras-hub with XLA",
-     (OURS, "train", "fp32", "images_per_s"),
-     (("keras-hub-xla",), "train", "fp32", "images_per_s"), None),
-    ("mixed_bfloat16 train S/16 b16 vs keras-hub fp32",
-     (OURS, "train", "bf16", "images_per_s"),
-     (("keras-hub",), "train", "fp32", "images_per_s"), 1.8),
-    ("fp32 infer B/16 b1 latency: keras-vit's TFLite export (XNNPACK) vs onnxruntime peer",
-     (("keras-vit-tflite",), "infer_b1", "fp32", "latency_ms"),
-     (("hf-onnx",), "infer_b1", "fp32", "latency_ms"), 1.0),
-    ("fp32 infer B/16 b1 latency: keras-vit's ONNX export vs onnxruntime peer",
-     (("keras-vit-onnx",), "infer_b1", "fp32", "latency_ms"),
-     (("hf-onnx",), "infer_b1", "fp32", "latency_ms"), None),
-    ("SavedModel b16 vs in-process Keras XLA",
-     (("keras-vit-savedmodel",), "infer_b16", "fp32", "images_per_s"),
-     (("keras-vit",), "infer_b16", "fp32", "images_per_s"), 0.95),
-    ("SavedModel (XLA-compiled) b16 vs in-process Keras XLA",
-     (("keras-vit-savedmodel-xla",), "infer_b16", "fp32", "images_per_s"),
-     (("keras-vit",), "infer_b16", "fp32", "images_per_s"), 0.95),
-    ("train peak RSS fp32: keras-hub / keras-vit",
-     (OURS, "train", "fp32", "peak_rss_mb"),
-     (("keras-hub",), "train", "fp32", "peak_rss_mb"), 1.0),
+    (
+        "fp32 infer B/16 b16 vs fastest TF peer",
+        (OURS, "infer_b16", "fp32", "images_per_s"),
+        (TF_PEERS, "infer_b16", "fp32", "images_per_s"),
+        1.05,
+    ),
+    (
+        "fp32 infer B/16 b1 latency vs onnxruntime peer",
+        (OURS, "infer_b1", "fp32", "latency_ms"),
+        (("hf-onnx",), "infer_b1", "fp32", "latency_ms"),
+        1.0,
+    ),
+    (
+        "bf16 infer B/16 b16 vs fastest fp32 peer",
+        (OURS, "infer_b16", "bf16", "images_per_s"),
+        (ALL_PEERS, "infer_b16", "fp32", "images_per_s"),
+        1.6,
+    ),
+    (
+        "int8 TFLite infer B/16 b16 vs fastest fp32 peer",
+        (("keras-vit-tflite",), "infer_b16", "int8", "images_per_s"),
+        (ALL_PEERS, "infer_b16", "fp32", "images_per_s"),
+        None,
+    ),
+    (
+        "fp32 train S/16 b16 vs keras-hub",
+        (OURS, "train", "fp32", "images_per_s"),
+        (("keras-hub",), "train", "fp32", "images_per_s"),
+        1.2,
+    ),
+    (
+        "fp32 train S/16 b16 vs keras-hub with XLA",
+        (OURS, "train", "fp32", "images_per_s"),
+        (("keras-hub-xla",), "train", "fp32", "images_per_s"),
+        None,
+    ),
+    (
+        "mixed_bfloat16 train S/16 b16 vs keras-hub fp32",
+        (OURS, "train", "bf16", "images_per_s"),
+        (("keras-hub",), "train", "fp32", "images_per_s"),
+        1.8,
+    ),
+    (
+        "fp32 infer B/16 b1 latency: keras-vit's TFLite export (XNNPACK) vs onnxruntime peer",
+        (("keras-vit-tflite",), "infer_b1", "fp32", "latency_ms"),
+        (("hf-onnx",), "infer_b1", "fp32", "latency_ms"),
+        1.0,
+    ),
+    (
+        "fp32 infer B/16 b1 latency: keras-vit's ONNX export vs onnxruntime peer",
+        (("keras-vit-onnx",), "infer_b1", "fp32", "latency_ms"),
+        (("hf-onnx",), "infer_b1", "fp32", "latency_ms"),
+        None,
+    ),
+    (
+        "SavedModel b16 vs in-process Keras XLA",
+        (("keras-vit-savedmodel",), "infer_b16", "fp32", "images_per_s"),
+        (("keras-vit",), "infer_b16", "fp32", "images_per_s"),
+        0.95,
+    ),
+    (
+        "SavedModel (XLA-compiled) b16 vs in-process Keras XLA",
+        (("keras-vit-savedmodel-xla",), "infer_b16", "fp32", "images_per_s"),
+        (("keras-vit",), "infer_b16", "fp32", "images_per_s"),
+        0.95,
+    ),
+    (
+        "train peak RSS fp32: keras-hub / keras-vit",
+        (OURS, "train", "fp32", "peak_rss_mb"),
+        (("keras-hub",), "train", "fp32", "peak_rss_mb"),
+        1.0,
+    ),
 )
 
 _LOWER_IS_BETTER = ("latency_ms", "peak_rss_mb")
@@ -55,8 +91,11 @@ _LOWER_IS_BETTER = ("latency_ms", "peak_rss_mb")
 def _best(rows, impls, task, precision, metric):
     """Best ok row among ``impls`` for a task and precision, or None."""
     candidates = [
-        r for r in rows
-        if r["impl"] in impls and r["task"] == task and r["precision"] == precision
+        r
+        for r in rows
+        if r["impl"] in impls
+        and r["task"] == task
+        and r["precision"] == precision
         and r["status"] == "ok"
     ]
     if not candidates:
@@ -88,13 +127,18 @@ def evaluate_targets(rows, floors=None):
         metric = ours_side[3]
         a, b = ours[metric], theirs[metric]
         ratio = b / a if metric in _LOWER_IS_BETTER else a / b
-        results.append(dict(
-            target=name, metric=metric,
-            ours=f"{ours['impl']} {a}", theirs=f"{theirs['impl']} {b}",
-            ratio=round(ratio, 3), required=required,
-            met=None if required is None else ratio >= required,
-            required_share_of_floor=_share_of_floor(floors, ours_side, b, required),
-        ))
+        results.append(
+            dict(
+                target=name,
+                metric=metric,
+                ours=f"{ours['impl']} {a}",
+                theirs=f"{theirs['impl']} {b}",
+                ratio=round(ratio, 3),
+                required=required,
+                met=None if required is None else ratio >= required,
+                required_share_of_floor=_share_of_floor(floors, ours_side, b, required),
+            )
+        )
     return results
 
 

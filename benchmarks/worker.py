@@ -45,8 +45,12 @@ def run_gemm(precision):
     from benchmarks.gemm import GEMM_SIZE, measure_gemm
 
     return dict(
-        impl="gemm", model=f"matmul {GEMM_SIZE}^3", task="gemm", precision=precision,
-        status="ok", gflops=round(measure_gemm(precision), 1),
+        impl="gemm",
+        model=f"matmul {GEMM_SIZE}^3",
+        task="gemm",
+        precision=precision,
+        status="ok",
+        gflops=round(measure_gemm(precision), 1),
     )
 
 
@@ -56,8 +60,12 @@ def run_floor(task, precision):
 
     floor = gemm_floor(task, precision)
     return dict(
-        impl="gemm-floor", task=task, precision=precision, status="ok",
-        images_per_s=floor["images_per_s"], latency_ms=floor["step_ms"],
+        impl="gemm-floor",
+        task=task,
+        precision=precision,
+        status="ok",
+        images_per_s=floor["images_per_s"],
+        latency_ms=floor["step_ms"],
         optimizer_ms=floor["optimizer_ms"],
     )
 
@@ -116,8 +124,14 @@ def main(argv=None):
         row = run_floor(args.task, args.precision)
     else:
         row = run_job(
-            args.impl, args.task, args.precision, args.workdir,
-            args.warmup, args.min_steps, args.min_time, args.prepare_only,
+            args.impl,
+            args.task,
+            args.precision,
+            args.workdir,
+            args.warmup,
+            args.min_steps,
+            args.min_time,
+            args.prepare_only,
         )
     print("RESULT " + json.dumps(row), flush=True)
 

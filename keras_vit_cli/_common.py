@@ -14,7 +14,7 @@ import os
 # keras_vit.export, keras_vit.train.strategies): tests/test_cli.py checks
 # that they agree.
 POSEMB_INTERPOLATIONS = ("official", "bilinear", "bicubic", "bicubic_hf")
-SEMANTICS = ("official", "timm")
+SEMANTICS = ("timm", "official")
 EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "dynamic", "int8")
 STRATEGIES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
@@ -85,7 +85,10 @@ def image_size(text):
 def add_image_size_argument(parser, help_text):
     """Adds ``--image-size SIZE`` / ``--image-size HEIGHTxWIDTH`` (the same in every command)."""
     parser.add_argument(
-        "--image-size", type=image_size, default=None, metavar="SIZE",
+        "--image-size",
+        type=image_size,
+        default=None,
+        metavar="SIZE",
         help=f"{help_text} SIZE or HEIGHTxWIDTH (384, 384x288).",
     )
 
@@ -93,15 +96,19 @@ def add_image_size_argument(parser, help_text):
 def add_model_arguments(parser):
     """Adds ``--model``, ``--weights``, ``--num-classes``, ``--image-size``."""
     parser.add_argument(
-        "--model", required=True,
+        "--model",
+        required=True,
         help="Factory name (ViT_B16), variant ('B/16', 'R50+B/16') or a .keras file.",
     )
     parser.add_argument(
-        "--weights", default=None,
+        "--weights",
+        default=None,
         help="Weights of a factory/variant: a file, folder, registry name or URL.",
     )
     parser.add_argument(
-        "--num-classes", type=positive_int, default=None,
+        "--num-classes",
+        type=positive_int,
+        default=None,
         help="Classes of the head (default: the checkpoint's, or 1000).",
     )
     add_image_size_argument(

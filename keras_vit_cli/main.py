@@ -40,14 +40,18 @@ def build_parser():
     )
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument(
-        "--verbose", action="store_true",
+        "--verbose",
+        action="store_true",
         help="Show TensorFlow's logs and, on an error, the traceback (also KERAS_VIT_DEBUG=1).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         command = sub.add_parser(
-            module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-            parents=[verbose], formatter_class=argparse.RawDescriptionHelpFormatter,
+            module.NAME,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            parents=[verbose],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
         command.set_defaults(run=module.run)

@@ -32,16 +32,18 @@ def module_name(path):
 
 def all_modules():
     return {
-        module_name(path): path
-        for package in PACKAGES
-        for path in (ROOT / package).rglob("*.py")
+        module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
     }
 
 
 def imported(tree, modules, current):
     """Project modules a module's source imports (explicit edges only)."""
     found = set()
-    package = current if current in modules and modules[current].name == "__init__.py" else current.rpartition(".")[0]
+    package = (
+        current
+        if current in modules and modules[current].name == "__init__.py"
+        else current.rpartition(".")[0]
+    )
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -50,8 +52,10 @@ def imported(tree, modules, current):
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                     for alias in node.names]
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         else:
             continue
         found.update(name for name in names if name in modules)
@@ -62,8 +66,7 @@ def imported(tree, modules, current):
 def import_graph():
     modules = all_modules()
     return {
-        name: imported(ast.parse(path.read_text()), modules, name)
-        for name, path in modules.items()
+        name: imported(ast.parse(path.read_text()), modules, name) for name, path in modules.items()
     }
 
 
@@ -83,7 +86,7 @@ def find_cycle(graph):
         stack.append(node)
         for child in sorted(graph[node]):
             if state.get(child) == "open":
-                return stack[stack.index(child):] + [child]
+                return stack[stack.index(child) :] + [child]
             if child not in state and (cycle := visit(child)):
                 return cycle
         state[node] = "done"
@@ -104,7 +107,9 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_cycle_finder_finds_a_planted_cycle():
     graph = import_graph()
-    graph["keras_vit.weights.readers"] = graph["keras_vit.weights.readers"] | {"keras_vit.model.vit"}
+    graph["keras_vit.weights.readers"] = graph["keras_vit.weights.readers"] | {
+        "keras_vit.model.vit"
+    }
     assert find_cycle(graph) is not None
 
 
@@ -138,5 +143,9 @@ def test_the_command_line_imports_keras_vit_only_inside_functions():
                 names = [node.module or ""]
             else:
                 continue
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("keras_vit", "keras", "tensorflow")]
+            offenders += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.split(".")[0] in ("keras_vit", "keras", "tensorflow")
+            ]
     assert not offenders, offenders

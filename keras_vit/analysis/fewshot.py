@@ -86,8 +86,7 @@ def fit_linear_probe(features, labels, num_classes, l2_reg=DEFAULT_L2_REG):
         )
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"Labels must lie in [0, {num_classes}); got range "
-            f"[{labels.min()}, {labels.max()}]."
+            f"Labels must lie in [0, {num_classes}); got range [{labels.min()}, {labels.max()}]."
         )
     if not l2_reg > 0:
         raise ValueError(f"l2_reg must be positive; got {l2_reg}.")
@@ -202,8 +201,7 @@ def extract_features(model, dataset, verbose=1, description="batch"):
 
     if model.classifier == "unpooled":
         raise ValueError(
-            "Few-shot evaluation needs pooled features; the model has "
-            "classifier='unpooled'."
+            "Few-shot evaluation needs pooled features; the model has classifier='unpooled'."
         )
     forward = tf.function(
         lambda images: model.forward_intermediates(images)["pre_logits"],
@@ -225,8 +223,15 @@ def extract_features(model, dataset, verbose=1, description="batch"):
 
 
 def load_fewshot_data(
-    spec, image_size, channels=3, batch_size=32, train_split="train",
-    test_split="test", test_fraction=0.5, seed=0, data_dir=None,
+    spec,
+    image_size,
+    channels=3,
+    batch_size=32,
+    train_split="train",
+    test_split="test",
+    test_fraction=0.5,
+    seed=0,
+    data_dir=None,
 ):
     """Batched train and test data for few-shot evaluation, in [-1, 1].
 
@@ -260,7 +265,12 @@ def load_fewshot_data(
     train, test = open_splits(
         spec, train_split, test_split, data_dir, channels, test_fraction, seed
     )
-    if not train.labelled or train.num_classes < 2 or not train.num_examples or not test.num_examples:
+    if (
+        not train.labelled
+        or train.num_classes < 2
+        or not train.num_examples
+        or not test.num_examples
+    ):
         raise ValueError(
             f"Few-shot data {spec!r} needs at least 2 classes with images in both "
             f"splits; found {train.num_classes or 0} classes with {train.num_examples} "

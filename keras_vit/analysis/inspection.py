@@ -24,11 +24,8 @@ The figures of these numbers are drawn by ``keras_vit.analysis.plots``.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from keras import ops
-
 
 #: Number of principal components shown by default (as in the paper).
 NUM_FILTER_COMPONENTS = 28

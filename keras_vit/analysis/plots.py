@@ -50,9 +50,7 @@ def _displayable(image):
     if image.shape[-1] == 1:
         return image[..., 0], "gray"
     if image.shape[-1] != 3:
-        raise ValueError(
-            f"Can only draw images with 1 or 3 channels; got shape {image.shape}."
-        )
+        raise ValueError(f"Can only draw images with 1 or 3 channels; got shape {image.shape}.")
     return image, None
 
 
@@ -123,12 +121,16 @@ def save_attention_distance_plot(distances, path, title=None, uniform_distance=N
     colours = _head_colours(heads)
     for head in range(heads):
         axes.scatter(
-            np.arange(layers), distances[:, head], s=18, color=colours[head],
+            np.arange(layers),
+            distances[:, head],
+            s=18,
+            color=colours[head],
             label=f"head {head}" if heads <= 16 else None,
         )
     if uniform_distance is not None:
-        axes.axhline(uniform_distance, color="grey", linestyle="--", linewidth=1,
-                     label="uniform attention")
+        axes.axhline(
+            uniform_distance, color="grey", linestyle="--", linewidth=1, label="uniform attention"
+        )
     axes.set_xlabel("network depth (layer)")
     axes.set_ylabel("mean attention distance (pixels)")
     axes.set_xticks(np.arange(layers))

@@ -68,7 +68,7 @@ def convert_channels(image, channels):
 
 
 def fit_image(image, image_size, channels):
-    """An image ``(h, w, c)`` or batch ``(n, h, w, c)`` in [0, 255] -> the model's input in [0, 255].
+    """An image ``(h, w, c)`` or batch ``(n, h, w, c)`` in [0, 255] -> the model's input.
 
     Channels converted (``convert_channels``), then resized with antialiased
     bilinear interpolation and clipped to [0, 255].

@@ -141,8 +141,13 @@ def open_source(spec, split="train", data_dir=None, download=False, channels=3):
 
 
 def open_splits(
-    spec, train_split="train", test_split="test", data_dir=None, channels=3,
-    test_fraction=0.5, seed=0,
+    spec,
+    train_split="train",
+    test_split="test",
+    data_dir=None,
+    channels=3,
+    test_fraction=0.5,
+    seed=0,
 ):
     """A training and a test ``Source`` of one spec.
 
@@ -322,9 +327,7 @@ def _tfrecord_source(files, channels):
         lambda r: tf.io.parse_single_example(r, {"label": TFRECORD_FEATURES["label"]})["label"]
     )
     labels = np.fromiter(labels.as_numpy_iterator(), dtype="int64")
-    dataset = records.map(
-        lambda r: _parse_example(r, channels), num_parallel_calls=AUTOTUNE
-    )
+    dataset = records.map(lambda r: _parse_example(r, channels), num_parallel_calls=AUTOTUNE)
     return Source(dataset, int(labels.max(initial=-1)) + 1, len(labels), labels=labels)
 
 

@@ -41,8 +41,10 @@ def _options(deterministic):
 
 
 def _to_model_input(images, labels, num_classes=None):
-    """[0, 255] batches -> ([-1, 1] float32, one-hot float32 labels; int labels without ``num_classes``)."""
-    return preprocess_input(images), labels if num_classes is None else tf.one_hot(labels, num_classes)
+    """[0, 255] batches -> [-1, 1] float32, one-hot labels (class ids without ``num_classes``)."""
+    if num_classes is not None:
+        labels = tf.one_hot(labels, num_classes)
+    return preprocess_input(images), labels
 
 
 def _random_translate(image, pixels, seed):

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_vit.export.layout import EXPORT_INFO, ExportInfo, version_folder
 
+
 class Artifact:
     """A loaded model artifact.
 

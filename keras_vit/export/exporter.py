@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from keras_vit.data.images import sample_images
 from keras_vit.export import layout
 from keras_vit.export.artifacts import load_artifact
 from keras_vit.export.parity import check_parity
-from keras_vit.data.images import sample_images
 from keras_vit.model.vit import ViT
 
 FORMATS = ("saved_model", "tflite", "onnx")
+
 
 @dataclass
 class ExportResult:
@@ -154,12 +155,24 @@ def export_model(
     final = os.path.join(model_dir, str(version))
     try:
         artifacts = {}
-        progress = tqdm(_plan(formats, quantize), desc="export", unit="artifact", disable=not verbose)
+        progress = tqdm(
+            _plan(formats, quantize), desc="export", unit="artifact", disable=not verbose
+        )
         for name, filename in progress:
             progress.set_postfix_str(name)
             path = os.path.normpath(os.path.join(staging, filename))
-            _write(name, served, static, path, labels, top_k, model_name, samples,
-                   representative_images, opset)
+            _write(
+                name,
+                served,
+                static,
+                path,
+                labels,
+                top_k,
+                model_name,
+                samples,
+                representative_images,
+                opset,
+            )
             artifacts[name] = path
         info = layout.ExportInfo(
             image_size=tuple(static.image_size),
@@ -223,8 +236,9 @@ def _plan(formats, quantize):
     return steps
 
 
-def _write(name, served, static, path, labels, top_k, model_name, samples,
-           representative_images, opset):
+def _write(
+    name, served, static, path, labels, top_k, model_name, samples, representative_images, opset
+):
     if name == "saved_model":
         from keras_vit.export.saved_model import write_saved_model
 

@@ -62,14 +62,10 @@ def _check_runs(serialized, input_shape):
     import onnxruntime
 
     try:
-        session = onnxruntime.InferenceSession(
-            serialized, providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(serialized, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.zeros(input_shape, "float32")}
         outputs = session.run(None, feed)
     except Exception as err:  # onnxruntime raises its own exception types
-        raise RuntimeError(
-            f"tf2onnx wrote an ONNX graph that onnxruntime refuses: {err}"
-        ) from err
+        raise RuntimeError(f"tf2onnx wrote an ONNX graph that onnxruntime refuses: {err}") from err
     if not all(np.isfinite(out).all() for out in outputs):
         raise RuntimeError("The converted ONNX graph gives non-finite outputs.")

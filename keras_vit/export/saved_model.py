@@ -181,7 +181,9 @@ class ServingFunctions:
         )
         for name, function, dtype, key in endpoints:
             shape = (None,) if dtype == tf.string else None  # image shape checked in-graph
-            archive.add_endpoint(name, function, input_signature=[tf.TensorSpec(shape, dtype, name=key)])
+            archive.add_endpoint(
+                name, function, input_signature=[tf.TensorSpec(shape, dtype, name=key)]
+            )
         return archive
 
 

@@ -49,9 +49,7 @@ def convert_tflite(model, path, quantization="float32", representative_images=No
         ValueError: for an unknown quantization or missing calibration data.
     """
     if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}."
-        )
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}.")
     if quantization == "int8" and representative_images is None:
         raise ValueError(
             "Full-integer int8 quantization needs representative images "

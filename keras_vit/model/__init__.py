@@ -1,4 +1,4 @@
-"""The Vision Transformer: variant table, layers, kernels, position embeddings, ResNet stem, ``ViT``.
+"""The Vision Transformer: variants, layers, kernels, position embeddings, ResNet stem, ``ViT``.
 
 Data flow (``ViT.forward_intermediates`` names each stage) is written out in
 ``keras_vit.model.vit``; ``keras_vit.model.loading`` is where checkpoints

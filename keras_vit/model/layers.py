@@ -22,13 +22,12 @@ import math
 import keras
 from keras import initializers, layers, ops
 
-from keras_vit.validation import pair
 from keras_vit.model.ops import fused_gelu, fused_layer_norm, fused_softmax
 from keras_vit.model.posemb import POSEMB_INTERPOLATIONS, resize_position_embedding
+from keras_vit.validation import pair
 
 _PACKAGE = "keras_vit"
 _QKV = ("query", "key", "value")
-
 
 
 class ResidualStreamInput:
@@ -119,9 +118,7 @@ class PatchEncoder(layers.Layer):
             shape=(*self.patch_size, channels, self.hidden_size),
             initializer="lecun_normal",
         )
-        self.bias = self.add_weight(
-            name="bias", shape=(self.hidden_size,), initializer="zeros"
-        )
+        self.bias = self.add_weight(name="bias", shape=(self.hidden_size,), initializer="zeros")
 
     def call(self, images):
         (p, q), channels = self.patch_size, images.shape[-1]
@@ -196,9 +193,7 @@ class AddPositionEmbs(ResidualStreamInput, layers.Layer):
             ``POSEMB_INTERPOLATIONS``.
     """
 
-    def __init__(
-        self, grid_size, num_prefix_tokens=1, interpolation="official", **kwargs
-    ):
+    def __init__(self, grid_size, num_prefix_tokens=1, interpolation="official", **kwargs):
         super().__init__(**kwargs)
         if interpolation not in POSEMB_INTERPOLATIONS:
             raise ValueError(
@@ -275,16 +270,13 @@ class MultiHeadSelfAttention(layers.Layer):
         hidden = input_shape[-1]
         if hidden % self.num_heads:
             raise ValueError(
-                f"hidden size {hidden} is not divisible by num_heads="
-                f"{self.num_heads}."
+                f"hidden size {hidden} is not divisible by num_heads={self.num_heads}."
             )
         head_dim = hidden // self.num_heads
         qkv_shape = (hidden, self.num_heads, head_dim)
         glorot_in = _fan_initializer("glorot_uniform", (hidden, hidden))
         for name in _QKV:
-            kernel = self.add_weight(
-                name=f"{name}_kernel", shape=qkv_shape, initializer=glorot_in
-            )
+            kernel = self.add_weight(name=f"{name}_kernel", shape=qkv_shape, initializer=glorot_in)
             bias = self.add_weight(
                 name=f"{name}_bias",
                 shape=(self.num_heads, head_dim),
@@ -297,9 +289,7 @@ class MultiHeadSelfAttention(layers.Layer):
             shape=(self.num_heads, head_dim, hidden),
             initializer=_fan_initializer("glorot_uniform", (hidden, hidden)),
         )
-        self.out_bias = self.add_weight(
-            name="out_bias", shape=(hidden,), initializer="zeros"
-        )
+        self.out_bias = self.add_weight(name="out_bias", shape=(hidden,), initializer="zeros")
         self.head_dim = head_dim
 
     def _project(self, x):
@@ -474,9 +464,7 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
             dtype=policy,
         )
         self.attention_output_dropout = layers.Dropout(self.dropout_rate, dtype=policy)
-        self.norm_mlp = LayerNorm(
-            epsilon=self.layer_norm_epsilon, name="LayerNorm_2", dtype=policy
-        )
+        self.norm_mlp = LayerNorm(epsilon=self.layer_norm_epsilon, name="LayerNorm_2", dtype=policy)
         self.mlp = MlpBlock(
             self.mlp_dim,
             self.dropout_rate,

@@ -132,7 +132,7 @@ def fit_position_embedding(
 
 
 def _square(n):
-    side = int(round(n ** 0.5)) if n > 0 else -1
+    side = int(round(n**0.5)) if n > 0 else -1
     return n if side * side == n else -1
 
 

@@ -86,8 +86,6 @@ def softmax_float32(logits):
     return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
 
 
-
-
 def layer_norm(x, gamma, beta, epsilon):
     """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
 

@@ -35,20 +35,14 @@ GROUP_NORM_GROUPS = 32
 # official (vit_jax): w' = (w - mean) / (std + 1e-5), GroupNorm eps 1e-6.
 # timm (StdConv2dSame): w' = (w - mean) / sqrt(var + 1e-8), GroupNorm eps 1e-5.
 STEM_NUMERICS = {
-    "official": dict(
-        standardize_epsilon=1e-5, epsilon_inside_sqrt=False, group_norm_epsilon=1e-6
-    ),
-    "timm": dict(
-        standardize_epsilon=1e-8, epsilon_inside_sqrt=True, group_norm_epsilon=1e-5
-    ),
+    "official": dict(standardize_epsilon=1e-5, epsilon_inside_sqrt=False, group_norm_epsilon=1e-6),
+    "timm": dict(standardize_epsilon=1e-8, epsilon_inside_sqrt=True, group_norm_epsilon=1e-5),
 }
 
 
 def _check_semantics(semantics):
     if semantics not in STEM_NUMERICS:
-        raise ValueError(
-            f"semantics must be one of {tuple(STEM_NUMERICS)}, got {semantics!r}."
-        )
+        raise ValueError(f"semantics must be one of {tuple(STEM_NUMERICS)}, got {semantics!r}.")
 
 
 def _positive_int(value, name):
@@ -159,9 +153,7 @@ class ResidualUnit(keras.layers.Layer):
         out = 4 * self.width
         self.convs = [
             StdConv2D(self.width, 1, semantics=semantics, name="conv1", dtype=policy),
-            StdConv2D(
-                self.width, 3, self.strides, semantics=semantics, name="conv2", dtype=policy
-            ),
+            StdConv2D(self.width, 3, self.strides, semantics=semantics, name="conv2", dtype=policy),
             StdConv2D(out, 1, semantics=semantics, name="conv3", dtype=policy),
         ]
         self.norms = [
@@ -204,9 +196,7 @@ class ResidualUnit(keras.layers.Layer):
         return ops.relu(shortcut + y)
 
     def compute_output_shape(self, input_shape):
-        return self.convs[2].compute_output_shape(
-            self.convs[1].compute_output_shape(input_shape)
-        )
+        return self.convs[2].compute_output_shape(self.convs[1].compute_output_shape(input_shape))
 
     def get_config(self):
         return {
@@ -302,8 +292,7 @@ class ResNetStem(keras.layers.Layer):
             self.layers = tuple(_positive_int(depth, "layers[i]") for depth in layers)
         except (TypeError, ValueError):
             raise ValueError(
-                f"layers must be a tuple of positive ints (units per stage), "
-                f"got {layers!r}."
+                f"layers must be a tuple of positive ints (units per stage), got {layers!r}."
             ) from None
         self.width = _positive_int(width, "width")
         if self.width % GROUP_NORM_GROUPS:

@@ -54,10 +54,7 @@ def variant_config(variant):
         ValueError: for an unknown variant, listing the known ones.
     """
     if variant not in VARIANTS:
-        raise ValueError(
-            f"Unknown ViT variant {variant!r}; known variants: "
-            f"{', '.join(VARIANTS)}."
-        )
+        raise ValueError(f"Unknown ViT variant {variant!r}; known variants: {', '.join(VARIANTS)}.")
     size, patch, resnet_layers = VARIANTS[variant]
     return dict(
         patch_size=patch,
@@ -86,7 +83,7 @@ def resnet_stride(resnet_layers):
 
 
 def total_stride(patch_size, resnet_layers=None):
-    """Pixels per patch-grid step ``(rows, cols)``: the patch size, times the stem stride of a hybrid.
+    """Pixels per patch-grid step ``(rows, cols)``: patch size, times a hybrid's stem stride.
 
     Args:
         patch_size: int or (int, int). Patch size on the pixels (or on the
@@ -205,8 +202,7 @@ def count_parameters(
     stride = total_stride(patch, resnet_layers)
     if size[0] % stride[0] or size[1] % stride[1]:
         raise ValueError(
-            f"image_size {size} is not divisible by the total stride {stride} "
-            f"of {variant!r}."
+            f"image_size {size} is not divisible by the total stride {stride} of {variant!r}."
         )
     prefix = 0 if classifier == "gap" else 1
     tokens = prefix + (size[0] // stride[0]) * (size[1] // stride[1])

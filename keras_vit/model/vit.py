@@ -163,9 +163,7 @@ class ViT(keras.Model):
         self.embedding = PatchEncoder(
             self.hidden_size, self.patch_size, name="embedding", dtype=policy
         )
-        self.class_token = (
-            ClassToken(name="cls", dtype=policy) if self.num_prefix_tokens else None
-        )
+        self.class_token = ClassToken(name="cls", dtype=policy) if self.num_prefix_tokens else None
         self.position_embedding = AddPositionEmbs(
             self.grid_size,
             self.num_prefix_tokens,
@@ -219,13 +217,9 @@ class ViT(keras.Model):
 
     def _validate_options(self):
         if self.classifier not in CLASSIFIERS:
-            raise ValueError(
-                f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}."
-            )
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}.")
         if self.semantics not in SEMANTICS:
-            raise ValueError(
-                f"semantics must be one of {SEMANTICS}, got {self.semantics!r}."
-            )
+            raise ValueError(f"semantics must be one of {SEMANTICS}, got {self.semantics!r}.")
         if self.classifier == "unpooled" and (self.include_top or self.representation_size):
             raise ValueError(
                 "classifier='unpooled' returns the token sequence and has no "
@@ -234,13 +228,10 @@ class ViT(keras.Model):
                 f"representation_size={self.representation_size})."
             )
         if self.include_top and not self.num_classes:
-            raise ValueError(
-                f"include_top=True needs num_classes >= 1, got {self.num_classes!r}."
-            )
+            raise ValueError(f"include_top=True needs num_classes >= 1, got {self.num_classes!r}.")
         if self.hidden_size % self.num_heads:
             raise ValueError(
-                f"hidden_size {self.hidden_size} must be divisible by num_heads "
-                f"{self.num_heads}."
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}."
             )
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}.")
@@ -297,6 +288,62 @@ class ViT(keras.Model):
                 "resized on load) or with dynamic_resolution=True."
             )
 
+    def embed_patches(self, images, training=False):
+        """Pixels to patch embeddings: the stem (hybrids) and ``PatchEncoder``.
+
+        Args:
+            images: tensor ``(batch, height, width, channels)`` in [-1, 1].
+            training: bool. Training mode (the stem's GroupNorm has none).
+
+        Returns:
+            ``(out, grid_shape)``: dict with ``patches`` ``(B, N, D)`` (and
+            ``stem`` ``(B, h, w, C')`` for hybrids), and the patch grid
+            ``(rows, cols)`` (symbolic under ``dynamic_resolution``).
+        """
+        self._check_input_shape(images.shape)
+        out = {}
+        x = ops.cast(images, self.compute_dtype)
+        if self.stem is not None:
+            x = out["stem"] = self.stem(x, training=training)
+        grid_shape = (ops.shape(x)[1] // self.patch_size[0], ops.shape(x)[2] // self.patch_size[1])
+        out["patches"] = self.embedding(x)
+        return out, grid_shape
+
+    def encode(self, patches, grid_shape, training=False, return_attention=False):
+        """Patch embeddings to the encoded sequence: prefix tokens, posemb, blocks, final norm.
+
+        Masked patch prediction corrupts ``patches`` between ``embed_patches``
+        and this stage, so the position embeddings are added to the corrupted
+        tokens (as BERT adds them to a replaced token).
+
+        Args:
+            patches: tensor ``(B, N, D)`` from ``embed_patches``.
+            grid_shape: ``(rows, cols)`` of the patches.
+            training: bool. Training mode (dropout, stochastic depth).
+            return_attention: bool. Also return each block's attention
+                weights ``(batch, heads, tokens, tokens)`` as
+                ``attention_{i}`` (explicit, float32 softmax path).
+
+        Returns:
+            dict with ``with_posemb`` ``(B, T, D)``, ``block_{i}``
+            ``(B, T, D)``, ``encoded`` ``(B, T, D)`` (``T = prefix + N``)
+            and ``attention_{i}`` when asked.
+        """
+        out = {}
+        x = patches
+        if self.class_token is not None:
+            x = self.class_token(x)
+        x = out["with_posemb"] = self.position_embedding(x, grid_shape=grid_shape)
+        x = self.embedding_dropout(x, training=training)
+        for i, block in enumerate(self.blocks):
+            if return_attention:
+                x, out[f"attention_{i}"] = block(x, training=training, return_attention_scores=True)
+            else:
+                x = block(x, training=training)
+            out[f"block_{i}"] = x
+        out["encoded"] = self.encoder_norm(x)
+        return out
+
     def forward_intermediates(self, images, training=False, return_attention=False):
         """Runs the model and returns every named stage.
 
@@ -314,28 +361,11 @@ class ViT(keras.Model):
             ``(B, D)``, ``pre_logits`` ``(B, R or D)``, ``logits`` (with a
             top).
         """
-        self._check_input_shape(images.shape)
-        out = {}
-        x = ops.cast(images, self.compute_dtype)
-        if self.stem is not None:
-            x = out["stem"] = self.stem(x, training=training)
-        grid_shape = (ops.shape(x)[1] // self.patch_size[0], ops.shape(x)[2] // self.patch_size[1])
-        x = out["patches"] = self.embedding(x)
-        if self.class_token is not None:
-            x = self.class_token(x)
-        x = out["with_posemb"] = self.position_embedding(x, grid_shape=grid_shape)
-        x = self.embedding_dropout(x, training=training)
-        for i, block in enumerate(self.blocks):
-            if return_attention:
-                x, out[f"attention_{i}"] = block(
-                    x, training=training, return_attention_scores=True
-                )
-            else:
-                x = block(x, training=training)
-            out[f"block_{i}"] = x
-        x = out["encoded"] = self.encoder_norm(x)
+        out, grid_shape = self.embed_patches(images, training=training)
+        out.update(self.encode(out["patches"], grid_shape, training, return_attention))
         if self.classifier == "unpooled":
             return out
+        x = out["encoded"]
         x = out["pooled"] = x[:, 0] if self.classifier == "token" else ops.mean(x, axis=1)
         if self.pre_logits is not None:
             x = self.pre_logits(x)
@@ -368,9 +398,11 @@ class ViT(keras.Model):
         }
         for key in _CONFIG_KEYS:
             config[key] = getattr(self, key)
-        config["classifier_activation"] = keras.activations.serialize(
-            keras.activations.get(self.classifier_activation)
-        ) if callable(self.classifier_activation) else self.classifier_activation
+        config["classifier_activation"] = (
+            keras.activations.serialize(keras.activations.get(self.classifier_activation))
+            if callable(self.classifier_activation)
+            else self.classifier_activation
+        )
         return config
 
     @classmethod
@@ -440,20 +472,15 @@ class ViT(keras.Model):
         """
         config = variants.variant_config(variant)
         if classes is not None and num_classes is not None and classes != num_classes:
-            raise ValueError(
-                f"classes={classes} and num_classes={num_classes} disagree; pass one."
-            )
+            raise ValueError(f"classes={classes} and num_classes={num_classes} disagree; pass one.")
         num_classes = num_classes if num_classes is not None else classes
         if input_shape is not None:
             if len(input_shape) != 3:
                 raise ValueError(
-                    "input_shape must be (height, width, channels); got "
-                    f"{input_shape!r}."
+                    f"input_shape must be (height, width, channels); got {input_shape!r}."
                 )
             if image_size is not None and pair(image_size, "image_size") != tuple(input_shape[:2]):
-                raise ValueError(
-                    f"image_size={image_size} and input_shape={input_shape} disagree."
-                )
+                raise ValueError(f"image_size={image_size} and input_shape={input_shape} disagree.")
             image_size = tuple(input_shape[:2])
             overrides.setdefault("channels", input_shape[2])
         source, defaults = None, {}

@@ -18,11 +18,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_vit.data import sources, streams
 from keras_vit.atomic import atomic_path, write_json_atomic
+from keras_vit.data import sources, streams
 from keras_vit.messages import logger
-from keras_vit.train import strategies
 from keras_vit.model.vit import ViT
+from keras_vit.train import strategies
 from keras_vit.train.recipe import Recipe
 from keras_vit.train.schedules import WarmupDecay
 
@@ -52,7 +52,8 @@ def build_optimizer(recipe, total_steps):
         warmup_steps = total_steps // 10
         logger.info(
             "Run of %d steps is shorter than its warm-up: warm-up cut to %d.",
-            total_steps, warmup_steps,
+            total_steps,
+            warmup_steps,
         )
     # With gradient accumulation the schedule sees every micro-batch.
     accumulation = recipe.gradient_accumulation_steps or 1
@@ -200,19 +201,16 @@ def open_data(recipe):
     Raises:
         ValueError: if neither ``eval_data`` nor ``dev_percent`` is set.
     """
+
     def source(spec, split):
-        return sources.open_source(
-            spec, split, recipe.data_dir, recipe.download, recipe.channels
-        )
+        return sources.open_source(spec, split, recipe.data_dir, recipe.download, recipe.channels)
 
     train_source = source(recipe.data, "train")
     if recipe.dev_percent:
         train_source, dev_source = sources.split_dev(train_source, recipe.dev_percent)
         return train_source, dev_source
     if recipe.eval_data is None:
-        raise ValueError(
-            "Set `eval_data` (a data source) or `dev_percent` (held out from `data`)."
-        )
+        raise ValueError("Set `eval_data` (a data source) or `dev_percent` (held out from `data`).")
     return train_source, source(recipe.eval_data, "test")
 
 
@@ -225,8 +223,7 @@ def schedule_of(recipe, num_examples):
     batches = num_examples // recipe.batch_size
     if batches < 1:
         raise ValueError(
-            f"batch_size {recipe.batch_size} is larger than the {num_examples} "
-            "training examples."
+            f"batch_size {recipe.batch_size} is larger than the {num_examples} training examples."
         )
     if recipe.steps:
         steps_per_epoch = recipe.steps_per_epoch or min(batches, recipe.steps)
@@ -291,9 +288,7 @@ def train(recipe):
         ``train_seconds``, ``epochs``, ``steps`` (optimiser updates),
         ``num_parameters``, ``num_replicas``, ``history`` and the recipe.
     """
-    strategy = strategies.make_strategy(
-        recipe.strategy, recipe.tpu, recipe.cpu_devices
-    )
+    strategy = strategies.make_strategy(recipe.strategy, recipe.tpu, recipe.cpu_devices)
     check_strategy_support(recipe, strategy)
     if recipe.jit_compile and not supports_xla(strategy):
         logger.info("jit_compile turned off: XLA has no cross-replica collectives on CPU.")

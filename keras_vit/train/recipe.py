@@ -139,7 +139,9 @@ class Recipe:
     label_smoothing: float = _setting(0.0, _number(0, 1), "label smoothing")
     # loop
     epochs: int | None = _setting(None, _optional(_int(1)), "epochs (or steps)")
-    steps: int | None = _setting(None, _optional(_int(1)), "total optimiser steps; overrides epochs")
+    steps: int | None = _setting(
+        None, _optional(_int(1)), "total optimiser steps; overrides epochs"
+    )
     steps_per_epoch: int | None = _setting(
         None, _optional(_int(1)), "with steps: log and checkpoint every N steps"
     )

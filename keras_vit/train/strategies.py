@@ -58,7 +58,9 @@ VERIFIED_KERAS = ((3, 15),)
 _INTERNALS = {
     "keras.src.backend.tensorflow.trainer.reduce_per_replica": ("values", "strategy", "reduction"),
     "keras.src.backend.tensorflow.trainer.TensorFlowTrainer._maybe_symbolic_build": (
-        "self", "iterator", "data_batch",
+        "self",
+        "iterator",
+        "data_batch",
     ),
     "keras.optimizers.Optimizer._clip_gradients": ("self", "grads"),
 }
@@ -80,7 +82,7 @@ def _resolve(dotted):
 
 
 def check_keras_internals():
-    """The private Keras functions the workarounds rely on, compared with what they were written against.
+    """The private Keras functions the workarounds use, against what they were written for.
 
     Returns:
         list of str: one message per function that is missing or whose
@@ -110,7 +112,8 @@ def require_keras_internals():
         raise RuntimeError(
             f"keras-vit's tf.distribute workarounds were verified on Keras "
             f"{', '.join('.'.join(map(str, v)) for v in VERIFIED_KERAS)}; Keras "
-            f"{keras.__version__} changed their private code: " + "; ".join(problems)
+            f"{keras.__version__} changed their private code: "
+            + "; ".join(problems)
             + ". Install a verified Keras (see setup.cfg) or report this."
         )
     if version not in VERIFIED_KERAS:
@@ -185,9 +188,7 @@ def make_strategy(name="auto", tpu=None, cpu_devices=None):
     if name == "mirrored":
         if cpu_devices:
             split_cpu(cpu_devices)
-            return tf.distribute.MirroredStrategy(
-                [f"/cpu:{i}" for i in range(int(cpu_devices))]
-            )
+            return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(int(cpu_devices))])
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if _cluster_size() < 1:
@@ -247,11 +248,7 @@ def clip_after_all_reduce(optimizer_class):
     class ReplicaConsistentClipping(optimizer_class):
         def _clip_gradients(self, grads):
             context = tf.distribute.get_replica_context()
-            if (
-                not self.global_clipnorm
-                or context is None
-                or context.num_replicas_in_sync == 1
-            ):
+            if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
                 return super()._clip_gradients(grads)
             summed = context.all_reduce(
                 tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None]

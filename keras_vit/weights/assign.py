@@ -23,7 +23,7 @@ class CheckpointMismatchError(ValueError):
 def model_variables(model):
     """``{path relative to the model: variable}`` of a built Keras model."""
     prefix = f"{model.name}/"
-    return {v.path[len(prefix):]: v for v in model.weights if v.path.startswith(prefix)}
+    return {v.path[len(prefix) :]: v for v in model.weights if v.path.startswith(prefix)}
 
 
 def assign_tensors(variables, tensors, origin, problems, source, target):
@@ -93,7 +93,10 @@ def _top_layers_to_skip(variables, tensors, origin):
     model_has = {layer: any(p.startswith(layer + "/") for p in variables) for layer in TOP_LAYERS}
     ckpt_has = {layer: any(p.startswith(layer + "/") for p in tensors) for layer in TOP_LAYERS}
     if ckpt_has["pre_logits"] and not model_has["pre_logits"]:
-        message = "the checkpoint's pre_logits (representation) layer is dropped (representation_size=None)"
+        message = (
+            "the checkpoint's pre_logits (representation) layer is dropped "
+            "(representation_size=None)"
+        )
         if model_has["head"] and ckpt_has["head"]:
             skipped.add("head")
             message += "; its head, trained on those features, is not loaded either"
@@ -103,8 +106,7 @@ def _top_layers_to_skip(variables, tensors, origin):
             continue
         if not ckpt_has[layer]:
             warnings.warn(
-                f"The checkpoint has no {layer!r} layer; the model's is left "
-                "initialised.",
+                f"The checkpoint has no {layer!r} layer; the model's is left initialised.",
                 KerasVitWarning,
                 stacklevel=5,
             )

@@ -87,7 +87,12 @@ def _official_rules():
         Rule("resnet/gn_root/gamma", "gn_root/scale", "vector"),
         Rule("resnet/gn_root/beta", "gn_root/bias", "vector"),
     ]
-    for conv, norm in (("conv1", "gn1"), ("conv2", "gn2"), ("conv3", "gn3"), ("conv_proj", "gn_proj")):
+    for conv, norm in (
+        ("conv1", "gn1"),
+        ("conv2", "gn2"),
+        ("conv3", "gn3"),
+        ("conv_proj", "gn_proj"),
+    ):
         rules += [
             Rule(f"{_UNIT}/{conv}/kernel", "block{s}/unit{u}/" + f"{conv}/kernel"),
             Rule(f"{_UNIT}/{norm}/gamma", "block{s}/unit{u}/" + f"{norm}/scale", "vector"),
@@ -186,7 +191,9 @@ def _hf_rules():
     attention = []
     for name in ("query", "key", "value"):
         attention += [
-            Rule(f"{_ATTN}/{name}_kernel", f"{layer}.attention.attention.{name}.weight", "heads_in"),
+            Rule(
+                f"{_ATTN}/{name}_kernel", f"{layer}.attention.attention.{name}.weight", "heads_in"
+            ),
             Rule(f"{_ATTN}/{name}_bias", f"{layer}.attention.attention.{name}.bias", "heads_bias"),
         ]
     attention += [
@@ -195,7 +202,7 @@ def _hf_rules():
     ]
     return tuple(
         _torch_rules(
-                attention=attention,
+            attention=attention,
             blocks=dict(
                 norm1=f"{layer}.layernorm_before",
                 norm2=f"{layer}.layernorm_after",

@@ -91,9 +91,7 @@ def read_checkpoint(path):
 def _weights_file_in(folder):
     if os.path.isfile(os.path.join(folder, _HF_WEIGHTS)):
         return os.path.join(folder, _HF_WEIGHTS)
-    found = sorted(
-        f for f in os.listdir(folder) if f.endswith((".npz", ".safetensors"))
-    )
+    found = sorted(f for f in os.listdir(folder) if f.endswith((".npz", ".safetensors")))
     if len(found) != 1:
         raise FileNotFoundError(
             f"Expected {_HF_WEIGHTS} or exactly one .npz/.safetensors file in "
@@ -136,8 +134,7 @@ def _read_safetensors(path):
         return load_file(path)
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(
-            f"Checkpoint {path} is not a readable .safetensors file (corrupt or "
-            f"truncated?): {err}"
+            f"Checkpoint {path} is not a readable .safetensors file (corrupt or truncated?): {err}"
         ) from None
 
 

@@ -188,7 +188,9 @@ def _download_to(url, target, label, sha256, progress):
             urllib.request.urlopen(url) as response,
         ):
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=label, disable=not progress
+            ) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     hasher.update(chunk)

@@ -106,6 +106,7 @@ def _check_huggingface_compatible(model):
 
 def huggingface_config(model):
     """``config.json`` contents of a Hugging Face ``ViTConfig`` for ``model``."""
+
     def square_or_pair(size):
         return size[0] if size[0] == size[1] else list(size)
 

@@ -17,20 +17,35 @@ from keras_vit_cli._common import (
 )
 
 NAME = "convert"
-HELP = "Convert a checkpoint (.npz, timm, Hugging Face, registry name) to .keras, .weights.h5, .npz or a Hugging Face folder."
+HELP = (
+    "Convert a checkpoint (.npz, timm, Hugging Face, registry name) to .keras, "
+    ".weights.h5, .npz or a Hugging Face folder."
+)
 
 
 def add_arguments(parser):
     """Adds the ``convert`` options to an ``argparse`` parser."""
     parser.add_argument("src", help="checkpoint file, folder, registry name or URL")
-    parser.add_argument("dst", help="output: .keras, .weights.h5, .npz, or a folder for Hugging Face")
-    parser.add_argument("--variant", help='variant to build, e.g. "B/16" (default: from the checkpoint)')
+    parser.add_argument(
+        "dst", help="output: .keras, .weights.h5, .npz, or a folder for Hugging Face"
+    )
+    parser.add_argument(
+        "--variant", help='variant to build, e.g. "B/16" (default: from the checkpoint)'
+    )
     add_image_size_argument(parser, "Resolution (position embeddings are resized):")
-    parser.add_argument("--num-classes", type=positive_int, help="classes of a new head (the checkpoint's head is then not loaded)")
+    parser.add_argument(
+        "--num-classes",
+        type=positive_int,
+        help="classes of a new head (the checkpoint's head is then not loaded)",
+    )
     parser.add_argument("--no-top", action="store_true", help="drop the classification head")
     parser.add_argument("--semantics", choices=("auto", *SEMANTICS), default="auto")
-    parser.add_argument("--posemb-interpolation", choices=("auto", *POSEMB_INTERPOLATIONS), default="auto")
-    parser.add_argument("--num-heads", type=positive_int, help="attention heads, if the checkpoint cannot tell")
+    parser.add_argument(
+        "--posemb-interpolation", choices=("auto", *POSEMB_INTERPOLATIONS), default="auto"
+    )
+    parser.add_argument(
+        "--num-heads", type=positive_int, help="attention heads, if the checkpoint cannot tell"
+    )
 
 
 def _model_arguments(args):

@@ -28,47 +28,68 @@ HELP = "Export a ViT to SavedModel (TF Serving), TFLite and ONNX, with a parity 
 
 def add_arguments(parser):
     parser.add_argument(
-        "--model", required=True,
+        "--model",
+        required=True,
         help="Factory name (ViT_B16), variant ('B/16') or a .keras file.",
     )
-    parser.add_argument("--weights", default=None, help="Weights of a factory/variant (any format).")
-    parser.add_argument("--num-classes", type=positive_int, default=None, help="Classes of the head.")
+    parser.add_argument(
+        "--weights", default=None, help="Weights of a factory/variant (any format)."
+    )
+    parser.add_argument(
+        "--num-classes", type=positive_int, default=None, help="Classes of the head."
+    )
     add_image_size_argument(
         parser, "Export size (default: the model's; the position embeddings are resized once):"
     )
     parser.add_argument(
-        "--posemb-interpolation", choices=POSEMB_INTERPOLATIONS, default=None,
+        "--posemb-interpolation",
+        choices=POSEMB_INTERPOLATIONS,
+        default=None,
         help="Resize method of the position embeddings (default: the model's).",
     )
     parser.add_argument(
-        "--format", type=comma_list(EXPORT_FORMATS), default=["saved_model"],
+        "--format",
+        type=comma_list(EXPORT_FORMATS),
+        default=["saved_model"],
         help="Comma-separated: saved_model,tflite,onnx (default saved_model).",
     )
-    parser.add_argument("--output", required=True, help="Base folder: OUTPUT/<model-name>/<version>/.")
+    parser.add_argument(
+        "--output", required=True, help="Base folder: OUTPUT/<model-name>/<version>/."
+    )
     parser.add_argument(
         "--model-name", default=None, help="Folder / TF Serving name (default: the model's name)."
     )
-    parser.add_argument("--version", type=positive_int, default=None, help="Version number (default: next free).")
     parser.add_argument(
-        "--dynamic-resolution", action="store_true",
+        "--version", type=positive_int, default=None, help="Version number (default: next free)."
+    )
+    parser.add_argument(
+        "--dynamic-resolution",
+        action="store_true",
         help="SavedModel, TFLite and ONNX take any height/width the patch size "
         "divides (position embeddings resized in the graph).",
     )
     parser.add_argument(
-        "--quantize", type=comma_list(QUANTIZATIONS), default=[],
+        "--quantize",
+        type=comma_list(QUANTIZATIONS),
+        default=[],
         help="Extra TFLite files, comma-separated: float16,dynamic,int8.",
     )
     parser.add_argument(
-        "--representative-data", default=None,
+        "--representative-data",
+        default=None,
         help="Calibration images for int8 (also parity samples): any data source "
         "(a folder of images, with or without class subfolders; 'digits'; tfds:NAME; TFRecords).",
     )
     parser.add_argument(
-        "--calibration-images", type=positive_int, default=200,
+        "--calibration-images",
+        type=positive_int,
+        default=200,
         help="At most this many representative images (default 200).",
     )
     parser.add_argument("--labels", default=None, help="Text file with one class name per line.")
-    parser.add_argument("--top-k", type=positive_int, default=5, help="Classes in the top-k outputs.")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=5, help="Classes in the top-k outputs."
+    )
     parser.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (<= 18).")
 
 

@@ -6,9 +6,9 @@ import os
 
 from keras_vit_cli._common import (
     add_model_arguments,
+    fraction,
     input_size,
     load_model,
-    fraction,
     positive_float,
     positive_int,
 )
@@ -25,28 +25,37 @@ def _shot_list(text):
 def add_arguments(parser):
     add_model_arguments(parser)
     parser.add_argument(
-        "--data", required=True,
+        "--data",
+        required=True,
         help="Data source: 'digits', tfds:NAME (with --data-dir), a prepared tfds folder, "
         "an image folder (class subfolders, or train/ and test/ of them) or TFRecords.",
     )
     parser.add_argument("--data-dir", default=None, help="tfds data directory.")
     parser.add_argument(
-        "--shots", type=_shot_list, default=None,
+        "--shots",
+        type=_shot_list,
+        default=None,
         help="Training examples per class, comma-separated (default 1,5,10,25).",
     )
     parser.add_argument(
-        "--seeds", type=positive_int, default=None,
+        "--seeds",
+        type=positive_int,
+        default=None,
         help="Draws of the training examples per shot count (default 3).",
     )
     parser.add_argument(
-        "--l2-reg", type=positive_float, default=None,
+        "--l2-reg",
+        type=positive_float,
+        default=None,
         help="L2 regularisation of the least-squares probe (default 2^10).",
     )
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--train-split", default="train", help="Training split.")
     parser.add_argument("--test-split", default="test", help="Test split.")
     parser.add_argument(
-        "--test-fraction", type=fraction, default=0.5,
+        "--test-fraction",
+        type=fraction,
+        default=0.5,
         help="Held-out share per class of a source without splits (default 0.5).",
     )
     parser.add_argument("--output", default=None, help="Folder for fewshot.json and fewshot.png.")
@@ -62,13 +71,25 @@ def run(args):
     image_size = args.image_size
     model = load_model(args.model, args.weights, args.num_classes, image_size)
     train, test, class_names = fewshot.load_fewshot_data(
-        args.data, input_size(model, image_size), model.channels, args.batch_size,
-        args.train_split, args.test_split, args.test_fraction, data_dir=args.data_dir,
+        args.data,
+        input_size(model, image_size),
+        model.channels,
+        args.batch_size,
+        args.train_split,
+        args.test_split,
+        args.test_fraction,
+        data_dir=args.data_dir,
     )
     train_x, train_y = fewshot.extract_features(model, train, description="train batch")
     test_x, test_y = fewshot.extract_features(model, test, description="test batch")
     results = fewshot.fewshot_evaluate(
-        train_x, train_y, test_x, test_y, args.shots, args.seeds, args.l2_reg,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        args.shots,
+        args.seeds,
+        args.l2_reg,
         num_classes=len(class_names),
     )
     print(
@@ -89,7 +110,8 @@ def run(args):
         }
         write_json_atomic(summary, os.path.join(args.output, "fewshot.json"))
         plots.save_fewshot_plot(
-            results, os.path.join(args.output, "fewshot.png"),
+            results,
+            os.path.join(args.output, "fewshot.png"),
             f"{model.name}: few-shot linear accuracy on {os.path.basename(args.data.rstrip('/'))}",
             len(class_names),
         )

@@ -20,7 +20,9 @@ HELP = "Attention rollout maps and the paper's Figure 7 plots of a ViT."
 def add_arguments(parser):
     add_model_arguments(parser)
     parser.add_argument(
-        "images", nargs="+", metavar="IMAGE",
+        "images",
+        nargs="+",
+        metavar="IMAGE",
         help="Image files or folders (searched recursively) for the rollout maps.",
     )
     parser.add_argument("--output", required=True, help="Folder for the PNGs.")
@@ -28,7 +30,9 @@ def add_arguments(parser):
         "--batch-size", type=positive_int, default=8, help="Images per forward pass."
     )
     parser.add_argument(
-        "--components", type=positive_int, default=28,
+        "--components",
+        type=positive_int,
+        default=28,
         help="Principal components of the embedding filters to draw.",
     )
 
@@ -79,14 +83,14 @@ def run(args):
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for start in range(0, len(paths), args.batch_size):
         batch = paths[start : start + args.batch_size]
-        images = preprocess_input(
-            np.stack([load_image(p, size, model.channels) for p in batch])
-        )
+        images = preprocess_input(np.stack([load_image(p, size, model.channels) for p in batch]))
         attentions, grid = inspection.model_attentions(model, images)
         maps = inspection.attention_rollout(attentions, grid, model.num_prefix_tokens)
-        distances.append(inspection.mean_attention_distance(
-            attentions, grid, model.stride, model.num_prefix_tokens
-        ))
+        distances.append(
+            inspection.mean_attention_distance(
+                attentions, grid, model.stride, model.num_prefix_tokens
+            )
+        )
         for image, heat_map, name in zip(images, maps, names[start:]):
             plots.save_rollout_overlay(
                 image, heat_map, os.path.join(args.output, "rollout", f"{name}.png"), name

@@ -18,10 +18,15 @@ HELP = "Top-k classes of image files with a .keras, SavedModel, .tflite or .onnx
 
 def add_arguments(parser):
     parser.add_argument("model", help="A .keras file, SavedModel folder, .tflite or .onnx file.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image files (JPEG, PNG, GIF, BMP).")
-    parser.add_argument("--top-k", type=positive_int, default=5, help="Classes to print per image (default 5).")
     parser.add_argument(
-        "--labels", default=None,
+        "images", nargs="+", metavar="IMAGE", help="Image files (JPEG, PNG, GIF, BMP)."
+    )
+    parser.add_argument(
+        "--top-k", type=positive_int, default=5, help="Classes to print per image (default 5)."
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
         help="Text file with one class name per line (default: the labels stored at export).",
     )
 
@@ -41,8 +46,8 @@ def predict_files(artifact, paths, k=5, labels=None):
     """
     import numpy as np
 
-    from keras_vit.export.artifacts import top_k
     from keras_vit.data.images import load_image
+    from keras_vit.export.artifacts import top_k
 
     images = np.stack([load_image(path, artifact.image_size, artifact.channels) for path in paths])
     return top_k(artifact(images), k, labels or artifact.labels)

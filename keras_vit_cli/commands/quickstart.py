@@ -23,8 +23,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    from keras_vit.train.recipe import load_recipe
     from keras_vit.train.loop import train
+    from keras_vit.train.recipe import load_recipe
 
     overrides = [f"output={args.output}", *args.overrides]
     if args.epochs is not None:
@@ -63,8 +63,12 @@ def export_quickstart(run_dir):
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     _, (x_test, y_test) = load_digits()
     result = export_model(
-        model, os.path.join(run_dir, "export"), ["saved_model"], model_name="digits",
-        labels=[str(digit) for digit in range(10)], samples=x_test[:32],
+        model,
+        os.path.join(run_dir, "export"),
+        ["saved_model"],
+        model_name="digits",
+        labels=[str(digit) for digit in range(10)],
+        samples=x_test[:32],
     )
     png = tf.io.encode_png(x_test[0]).numpy()
     with open(os.path.join(run_dir, "digit.png"), "wb") as file:
@@ -78,4 +82,3 @@ def export_quickstart(run_dir):
         f"is predicted {predicted} (p={probability:.2f})."
     )
     return result, int(y_test[0]), predicted
-

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import keras_vit
-from conftest import fixture_case
 from keras_vit import model_from_checkpoint
 from keras_vit.weights import read_checkpoint
+
+from conftest import fixture_case
 
 TOL = 1e-5
 SMALL = dict(hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192)
@@ -101,19 +102,27 @@ def test_loaded_model_resizes_in_graph_with_the_remembered_method(fixtures_dir):
 def test_factory_defaults_come_from_the_checkpoint(fixtures_dir):
     """`.npz` -> official semantics and resize; image size and classes read."""
     _, ref = fixture_case("vit_token")
-    model = keras_vit.ViT_B16(weights=fixtures_dir / "vit_token" / "official.npz", patch_size=8, **SMALL)
+    model = keras_vit.ViT_B16(
+        weights=fixtures_dir / "vit_token" / "official.npz", patch_size=8, **SMALL
+    )
     assert (model.semantics, model.posemb_interpolation) == ("official", "official")
     assert model.image_size == (32, 32) and model.num_classes == 10
     assert max_diff(model(ref["inputs"]), ref["logits_official_semantics"]) <= TOL
     resized = keras_vit.ViT_B16(
-        weights=fixtures_dir / "vit_token" / "official.npz", patch_size=8, image_size=48, semantics="timm", **SMALL
+        weights=fixtures_dir / "vit_token" / "official.npz",
+        patch_size=8,
+        image_size=48,
+        semantics="timm",
+        **SMALL,
     )
     assert max_diff(resized(ref["inputs_48x48"]), ref["logits_48x48_C"]) <= TOL
 
 
 def test_factory_with_timm_and_hf_defaults(fixtures_dir):
     _, ref = fixture_case("vit_gap")
-    timm_model = keras_vit.ViT_B16(weights=fixtures_dir / "vit_gap" / "timm.safetensors", patch_size=8, **SMALL)
+    timm_model = keras_vit.ViT_B16(
+        weights=fixtures_dir / "vit_gap" / "timm.safetensors", patch_size=8, **SMALL
+    )
     assert (timm_model.semantics, timm_model.posemb_interpolation) == ("timm", "bicubic")
     assert timm_model.classifier == "gap"
     assert max_diff(timm_model(ref["inputs"]), ref["logits"]) <= TOL
@@ -130,8 +139,11 @@ def _big_vision_layout(checkpoint):
     level without a class-token entry (its value folded into ``cls``).
     """
     tensors = {}
-    renames = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
-               "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
+    renames = {
+        "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+        "LayerNorm_2": "LayerNorm_1",
+        "MlpBlock_3": "MlpBlock_0",
+    }
     for name, value in checkpoint.items():
         for old, new in renames.items():
             name = name.replace(f"/{old}/", f"/{new}/")

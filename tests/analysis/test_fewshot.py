@@ -98,15 +98,21 @@ def test_tfds_folder_is_read_without_download(tmp_path):
     rng = np.random.default_rng(4)
 
     def examples(count):
-        return [(i, {"image": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), "label": i % 2})
-                for i in range(count)]
+        return [
+            (i, {"image": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), "label": i % 2})
+            for i in range(count)
+        ]
 
     tfds.dataset_builders.store_as_tfds_dataset(
-        name="tiny_pairs", version="1.0.0", data_dir=str(tmp_path),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(8, 8, 3)),
-            "label": tfds.features.ClassLabel(names=["a", "b"]),
-        }),
+        name="tiny_pairs",
+        version="1.0.0",
+        data_dir=str(tmp_path),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(8, 8, 3)),
+                "label": tfds.features.ClassLabel(names=["a", "b"]),
+            }
+        ),
         split_datasets={"train": examples(6), "test": examples(4)},
         disable_shuffling=True,
     )
@@ -123,18 +129,38 @@ def test_fewshot_command_on_an_image_folder(tmp_path, capsys):
     write_colour_folder(folder / "test", per_class=4)
     model_path = tmp_path / "tiny.keras"
     keras_vit.ViT(
-        image_size=16, patch_size=8, hidden_size=24, num_layers=1, num_heads=2, mlp_dim=48,
-        num_classes=3, representation_size=12, name="tiny",
+        image_size=16,
+        patch_size=8,
+        hidden_size=24,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=48,
+        num_classes=3,
+        representation_size=12,
+        name="tiny",
     ).save(model_path)
     output = tmp_path / "out"
-    assert main(["fewshot", "--model", str(model_path), "--data", str(folder),
-                 "--shots", "1,5", "--output", str(output)]) == 0
+    assert (
+        main(
+            [
+                "fewshot",
+                "--model",
+                str(model_path),
+                "--data",
+                str(folder),
+                "--shots",
+                "1,5",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert "5-shot accuracy" in capsys.readouterr().out
     report = json.loads((output / "fewshot.json").read_text())
     assert report["classes"] == 3 and set(report["results"]) == {"1", "5"}
     assert report["results"]["5"]["mean"] == 1.0  # colours are easy, even for random features
     png = (output / "fewshot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (640, 480)
-    assert main(["fewshot", "--model", str(model_path), "--data", str(folder),
-                 "--shots", "6"]) == 2
+    assert main(["fewshot", "--model", str(model_path), "--data", str(folder), "--shots", "6"]) == 2
     assert "6-shot evaluation needs 6" in capsys.readouterr().err

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import fixture_case
-from keras_vit.model import layers as vit_layers
 from keras_vit import model_from_checkpoint
+from keras_vit.model import layers as vit_layers
+
+from conftest import fixture_case
 
 TOL = 1e-5
 MODES = {
@@ -32,8 +33,10 @@ def max_diff(a, b):
 
 def numpy_attention(x, w, head_dim):
     """Official-layout attention in NumPy: per-kernel projections, logits scaled."""
-    q, k, v = (np.einsum("btd,dhk->bthk", x, w[f"{n}_kernel"]) + w[f"{n}_bias"]
-               for n in ("query", "key", "value"))
+    q, k, v = (
+        np.einsum("btd,dhk->bthk", x, w[f"{n}_kernel"]) + w[f"{n}_bias"]
+        for n in ("query", "key", "value")
+    )
     logits = np.einsum("bqhk,bshk->bhqs", q, k) / math.sqrt(head_dim)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -58,7 +61,9 @@ def test_attention_matches_numpy_in_every_mode(mode, hidden, heads):
     x = np.random.default_rng(1).normal(size=(2, 7, hidden)).astype("float32")
     expected, expected_probs = numpy_attention(x, w, hidden // heads)
     out = MODES[mode](lambda t: layer(t))(tf.constant(x))
-    out_explicit, scores = MODES[mode](lambda t: layer(t, return_attention_scores=True))(tf.constant(x))
+    out_explicit, scores = MODES[mode](lambda t: layer(t, return_attention_scores=True))(
+        tf.constant(x)
+    )
     assert max_diff(out, expected) <= TOL
     assert max_diff(out_explicit, expected) <= TOL
     assert max_diff(scores, expected_probs) <= TOL
@@ -70,8 +75,10 @@ def test_fused_projection_routes_gradients_to_each_official_kernel():
     x = tf.constant(np.random.default_rng(3).normal(size=(2, 5, 48)).astype("float32"))
 
     def reference(x, variables):
-        q, k, v = (tf.einsum("btd,dhk->bthk", x, variables[f"{n}_kernel"]) + variables[f"{n}_bias"]
-                   for n in ("query", "key", "value"))
+        q, k, v = (
+            tf.einsum("btd,dhk->bthk", x, variables[f"{n}_kernel"]) + variables[f"{n}_bias"]
+            for n in ("query", "key", "value")
+        )
         probs = tf.nn.softmax(tf.einsum("bqhk,bshk->bhqs", q, k) / math.sqrt(12.0), axis=-1)
         context = tf.einsum("bhqs,bshk->bqhk", probs, v)
         return tf.einsum("bthk,hkd->btd", context, variables["out_kernel"]) + variables["out_bias"]
@@ -89,7 +96,9 @@ def test_fused_projection_routes_gradients_to_each_official_kernel():
 @pytest.mark.parametrize("mode", ["graph", "xla"])
 def test_fixture_logits_in_compiled_modes(fixtures_dir, mode):
     _, ref = fixture_case("vit_token")
-    model = model_from_checkpoint(fixtures_dir / "vit_token" / "official.npz", num_heads=4, semantics="timm")
+    model = model_from_checkpoint(
+        fixtures_dir / "vit_token" / "official.npz", num_heads=4, semantics="timm"
+    )
     logits = MODES[mode](lambda t: model(t, training=False))(tf.constant(ref["inputs"]))
     assert max_diff(logits, ref["logits"]) <= TOL
 

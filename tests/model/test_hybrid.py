@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.model.resnet import ResNetStem, StdConv2D
 from keras_vit import load_weights
+from keras_vit.model.resnet import ResNetStem, StdConv2D
+
 from conftest import fixture_case
 
 SMALL_HYBRID = dict(
@@ -99,7 +100,10 @@ def test_stem_stride_and_features(layers, stride, features):
     stem = ResNetStem(layers=layers, width=64)
     assert (stem.stride, stem.features) == (stride, features)
     assert stem.compute_output_shape((None, 224, 224, 3)) == (
-        None, 224 // stride, 224 // stride, features
+        None,
+        224 // stride,
+        224 // stride,
+        features,
     )
 
 

@@ -2,8 +2,8 @@
 
 The vit_token fixture (trained grid 4x4) is exported at 48x48 (static: the
 embedding resized once) and with ``dynamic_resolution`` (resized in the
-graph of the SavedModel, TFLite and ONNX files); both must give the reference logits of the independent
-implementations: ``A`` bilinear (timm on .npz), ``B`` antialiased bicubic
+graph of the SavedModel, TFLite and ONNX files); both must give the reference
+logits of the independent implementations: ``A`` bilinear (timm on .npz), ``B`` antialiased bicubic
 (timm), ``C`` the official ``scipy.ndimage.zoom``.
 """
 
@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_vit import model_from_checkpoint
 from keras_vit.export.artifacts import load_artifact
 from keras_vit.export.exporter import export_model
-from keras_vit import model_from_checkpoint
+
+pytestmark = pytest.mark.slow  # conversions and end-to-end runs
 
 METHODS = {"official": "C", "bilinear": "A", "bicubic": "B"}
 
@@ -40,8 +42,12 @@ def serving_default(result):
 @pytest.mark.parametrize("method", METHODS)
 def test_static_export_at_48_matches_reference(model, reference, method, tmp_path):
     result = export_model(
-        model, tmp_path, ["saved_model"], image_size=48,
-        posemb_interpolation=method, verbose=False,
+        model,
+        tmp_path,
+        ["saved_model"],
+        image_size=48,
+        posemb_interpolation=method,
+        verbose=False,
     )
     logits = serving_default(result)(images=pixels(reference, "48x48"))["logits"]
     expected = reference[f"logits_48x48_{METHODS[method]}"]
@@ -50,16 +56,25 @@ def test_static_export_at_48_matches_reference(model, reference, method, tmp_pat
 
 # TFLite and ONNX conversions are slow: check them with one method, the
 # most intricate graph (antialiased bicubic).
-DYNAMIC_FORMATS = {"official": ["saved_model"], "bilinear": ["saved_model"],
-                   "bicubic": ["saved_model", "tflite", "onnx"]}
+DYNAMIC_FORMATS = {
+    "official": ["saved_model"],
+    "bilinear": ["saved_model"],
+    "bicubic": ["saved_model", "tflite", "onnx"],
+}
 TOLERANCE = {"saved_model": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_dynamic_resolution_matches_reference_at_48x48_and_32x48(model, reference, method, tmp_path):
+def test_dynamic_resolution_matches_reference_at_48x48_and_32x48(
+    model, reference, method, tmp_path
+):
     result = export_model(
-        model, tmp_path, DYNAMIC_FORMATS[method], posemb_interpolation=method,
-        dynamic_resolution=True, verbose=False,
+        model,
+        tmp_path,
+        DYNAMIC_FORMATS[method],
+        posemb_interpolation=method,
+        dynamic_resolution=True,
+        verbose=False,
     )
     assert set(result.artifacts) == set(DYNAMIC_FORMATS[method])
     for name, path in result.artifacts.items():

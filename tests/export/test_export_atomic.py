@@ -7,15 +7,18 @@ import time
 import pytest
 
 import keras_vit.export.onnx
-from keras_vit.export import parity
-from keras_vit_cli import main as cli
-from keras_vit.export import ExportParityError, export_model
-from keras_vit.export.layout import next_version
 from keras_vit import model_from_checkpoint
+from keras_vit.export import ExportParityError, export_model, parity
+from keras_vit.export.layout import next_version
+from keras_vit_cli import main as cli
 
 
 def versions(model_dir):
-    return sorted(p.name for p in model_dir.iterdir() if p.name.isdigit()) if model_dir.exists() else []
+    return (
+        sorted(p.name for p in model_dir.iterdir() if p.name.isdigit())
+        if model_dir.exists()
+        else []
+    )
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +26,14 @@ def checkpoint(fixtures_dir):
     return fixtures_dir / "vit_token" / "official.npz"
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_no_version_folder(checkpoint, tmp_path):
     script = (
         "from keras_vit.export.exporter import export_model\n"
         "from keras_vit import model_from_checkpoint\n"
         f"model = model_from_checkpoint({str(checkpoint)!r}, name='vit_token')\n"
-        f"export_model(model, {str(tmp_path)!r}, ['saved_model', 'tflite', 'onnx'], verbose=False)\n"
+        f"export_model(model, {str(tmp_path)!r}, ['saved_model', 'tflite', 'onnx'],"
+        " verbose=False)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", script])
     model_dir = tmp_path / "vit_token"
@@ -65,10 +70,17 @@ def test_parity_failure_publishes_nothing_and_exits_1(checkpoint, tmp_path, monk
         export_model(model, tmp_path / "api", ["saved_model"], verbose=False)
     assert list((tmp_path / "api" / "vit_token").iterdir()) == []
 
-    code = cli.main([
-        "export", "--model", str(tmp_path / "vit_token.keras"),
-        "--output", str(tmp_path / "cli"), "--model-name", "digits",
-    ])
+    code = cli.main(
+        [
+            "export",
+            "--model",
+            str(tmp_path / "vit_token.keras"),
+            "--output",
+            str(tmp_path / "cli"),
+            "--model-name",
+            "digits",
+        ]
+    )
     assert code == 1
     assert "FAIL" in capsys.readouterr().err
     assert versions(tmp_path / "cli" / "digits") == []

@@ -7,9 +7,7 @@ import pytest
 import keras_vit
 from keras_vit.model import variants
 
-TINY = dict(
-    image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=96
-)
+TINY = dict(image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=96)
 
 
 def tiny(**overrides):
@@ -17,9 +15,7 @@ def tiny(**overrides):
 
 
 def images(batch=2, size=32, channels=3):
-    return np.random.default_rng(0).uniform(-1, 1, (batch, size, size, channels)).astype(
-        "float32"
-    )
+    return np.random.default_rng(0).uniform(-1, 1, (batch, size, size, channels)).astype("float32")
 
 
 @pytest.mark.parametrize(
@@ -48,9 +44,7 @@ def test_gap_has_no_class_token_and_token_has_one():
 def test_gap_pools_the_mean_of_all_encoded_tokens():
     model = tiny(classifier="gap", include_top=False)
     out = model.forward_intermediates(images())
-    np.testing.assert_allclose(
-        out["pooled"], np.mean(out["encoded"], axis=1), atol=1e-6
-    )
+    np.testing.assert_allclose(out["pooled"], np.mean(out["encoded"], axis=1), atol=1e-6)
 
 
 def test_head_is_zero_initialised_as_in_the_official_code():
@@ -235,7 +229,10 @@ def test_unknown_variant_lists_known_ones():
     "overrides, message",
     [
         (dict(classifier="unpooled"), r"classifier='unpooled' .* include_top=False"),
-        (dict(classifier="unpooled", include_top=False, representation_size=8), r"representation_size=None"),
+        (
+            dict(classifier="unpooled", include_top=False, representation_size=8),
+            r"representation_size=None",
+        ),
         (dict(classifier="cls"), r"classifier must be one of .*got 'cls'"),
         (dict(semantics="jax"), r"semantics must be one of .*got 'jax'"),
         (dict(num_classes=0), r"num_classes >= 1, got 0"),

@@ -1,4 +1,4 @@
-"""Training-time XLA fusion (keras_vit.model.ops): same numbers, same gradients, XLA-free exports."""
+"""Training-time XLA fusion (keras_vit.model.ops): same numbers and gradients, XLA-free exports."""
 
 import keras
 import numpy as np
@@ -13,8 +13,14 @@ rng = np.random.default_rng(0)
 
 def _small_vit(**kwargs):
     return keras_vit.ViT(
-        image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=4,
-        mlp_dim=64, num_classes=5, **kwargs,
+        image_size=16,
+        patch_size=4,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        mlp_dim=64,
+        num_classes=5,
+        **kwargs,
     )
 
 
@@ -69,7 +75,8 @@ def _xla_marked(concrete_function):
     """Names of the functions in a traced graph that carry ``_XlaMustCompile``."""
     graph_def = concrete_function.graph.as_graph_def()
     return [
-        f.signature.name for f in graph_def.library.function
+        f.signature.name
+        for f in graph_def.library.function
         if f.attr.get("_XlaMustCompile") is not None and f.attr["_XlaMustCompile"].b
     ]
 

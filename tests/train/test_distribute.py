@@ -13,10 +13,12 @@ import sys
 import time
 
 import keras
-import keras_vit  # noqa: F401  (registers the model class for loading)
 import numpy as np
 import pytest
-from test_training import TINY_MODEL
+
+import keras_vit  # noqa: F401  (registers the model class for loading)
+
+from test_loop import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -76,8 +78,18 @@ def _env(**extra):
 
 
 def _train_command(output, *overrides):
-    return [sys.executable, "-m", "keras_vit_cli", "train", "digits_scratch", "--output",
-            str(output), "--set", *TINY_DIGITS, *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "keras_vit_cli",
+        "train",
+        "digits_scratch",
+        "--output",
+        str(output),
+        "--set",
+        *TINY_DIGITS,
+        *overrides,
+    ]
 
 
 def _free_ports(count):
@@ -93,7 +105,10 @@ def _free_ports(count):
 def test_mirrored_over_two_cpu_devices_equals_one_device():
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_VS_ONE_DEVICE],
-        capture_output=True, text=True, timeout=TIMEOUT, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -111,11 +126,15 @@ def test_multiworker_fit_with_two_worker_processes(tmp_path):
     workers = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        workers.append(subprocess.Popen(
-            _train_command(tmp_path / "run", "epochs=2"),  # strategy=auto reads TF_CONFIG
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=_env(TF_CONFIG=tf_config),
-        ))
+        workers.append(
+            subprocess.Popen(
+                _train_command(tmp_path / "run", "epochs=2"),  # strategy=auto reads TF_CONFIG
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=_env(TF_CONFIG=tf_config),
+            )
+        )
     outputs = []
     try:
         for worker in workers:

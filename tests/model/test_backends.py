@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a fresh process on the PyTorch backend
+
 SCRIPT = """
 import json, sys
 import numpy as np

@@ -42,7 +42,9 @@ def images(height=32, width=32, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (2, height, width, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("hidden_act,semantics", [("gelu", "timm"), ("gelu_pytorch_tanh", "official")])
+@pytest.mark.parametrize(
+    "hidden_act,semantics", [("gelu", "timm"), ("gelu_pytorch_tanh", "official")]
+)
 def test_transformers_to_keras_vit(tmp_path, hidden_act, semantics):
     hf = random_hf_vit(hidden_act)
     hf.save_pretrained(tmp_path, safe_serialization=True)

@@ -8,6 +8,7 @@ onnxruntime) against the Keras model.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,9 +16,9 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit.messages import KerasVitWarning
-from keras_vit.export.exporter import export_model
 from keras_vit import model_from_checkpoint
+from keras_vit.export.exporter import export_model
+from keras_vit.messages import KerasVitWarning
 
 LABELS = [f"class_{i}" for i in range(10)]
 
@@ -60,9 +61,14 @@ def test_layout_is_tf_serving_versioned(exported, tmp_path):
     result, _ = exported
     assert result.version == 1
     assert result.path.endswith("vit_token/1")
-    info = json.load(open(f"{result.path}/export_info.json"))
+    info = json.loads(Path(result.path, "export_info.json").read_text())
     assert info["image_size"] == [32, 32] and info["labels"] == LABELS
-    assert {row["artifact"] for row in info["parity"]} == {"saved_model", "tflite", "tflite_float16", "onnx"}
+    assert {row["artifact"] for row in info["parity"]} == {
+        "saved_model",
+        "tflite",
+        "tflite_float16",
+        "onnx",
+    }
     assert all(row.ok for row in result.parity)
 
 
@@ -80,14 +86,28 @@ def test_saved_model_matches_keras(exported, signatures, pixels):
 
 def test_saved_model_cli_lists_all_signatures(exported):
     shown = subprocess.run(
-        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
-         "--all", "--dir", exported[0].path],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "show",
+            "--all",
+            "--dir",
+            exported[0].path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert shown.returncode == 0, shown.stderr
-    for text in ("signature_def['serving_default']", "signature_def['serve_bytes']",
-                 "signature_def['serve_uint8']",
-                 "inputs['images']", "inputs['image_bytes']", "outputs['top_k_labels']"):
+    for text in (
+        "signature_def['serving_default']",
+        "signature_def['serve_bytes']",
+        "signature_def['serve_uint8']",
+        "inputs['images']",
+        "inputs['image_bytes']",
+        "outputs['top_k_labels']",
+    ):
         assert text in shown.stdout
     assert "DT_BFLOAT16" not in shown.stdout and "DT_HALF" not in shown.stdout
 
@@ -117,9 +137,14 @@ def test_warmup_requests_parse_and_run(exported, signatures):
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = f"{exported[0].path}/assets.extra/tf_serving_warmup_requests"
-    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
     assert [r.predict_log.request.model_spec.signature_name for r in records] == [
-        "serving_default", "serve_uint8", "serve_bytes",
+        "serving_default",
+        "serve_uint8",
+        "serve_bytes",
     ]
     for record in records:
         request = record.predict_log.request
@@ -173,7 +198,9 @@ def test_onnx_runs_in_onnxruntime_and_matches_keras(exported, pixels):
     onnx.checker.check_model(proto)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 18
     assert not any(node.op_type == "Erfc" for node in proto.graph.node)
-    session = onnxruntime.InferenceSession(result.artifacts["onnx"], providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        result.artifacts["onnx"], providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     logits = session.run(None, {session.get_inputs()[0].name: pixels})[names.index("logits")]
     assert np.max(np.abs(logits - keras_logits)) <= 1e-4
@@ -223,9 +250,8 @@ def test_export_rejects_bad_arguments(fixtures_dir, exported, tmp_path):
 def _client():
     """``export/client.py``, the TF Serving client example (not a package module)."""
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "export" / "client.py"
+    path = Path(__file__).resolve().parents[2] / "export" / "client.py"
     spec = importlib.util.spec_from_file_location("export_client", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -235,8 +261,12 @@ def _client():
 def _serve_bytes_rows(signatures, image_bytes):
     """What TF Serving answers: one dict per image, bytes as str."""
     out = signatures["serve_bytes"](image_bytes=tf.constant(image_bytes))
-    out = {key: value.numpy().astype(str).tolist() if value.dtype == tf.string else value.numpy().tolist()
-           for key, value in out.items()}
+    out = {
+        key: value.numpy().astype(str).tolist()
+        if value.dtype == tf.string
+        else value.numpy().tolist()
+        for key, value in out.items()
+    }
     return [dict(zip(out, row)) for row in zip(*out.values())]
 
 
@@ -276,7 +306,7 @@ def test_rest_client_speaks_tf_serving_json(signatures, photo_files):
         rows = _client().predict_rest("127.0.0.1", server.server_port, "vit_token", photo_files)
     finally:
         server.shutdown()
-    expected = _serve_bytes_rows(signatures, [open(p, "rb").read() for p in photo_files])
+    expected = _serve_bytes_rows(signatures, [Path(p).read_bytes() for p in photo_files])
     assert [row["top_k_labels"] for row in rows] == [row["top_k_labels"] for row in expected]
 
 
@@ -303,7 +333,7 @@ def test_grpc_client_round_trip(signatures, photo_files):
         rows = _client().predict_grpc("127.0.0.1", port, "vit_token", photo_files)
     finally:
         server.stop(None)
-    expected = _serve_bytes_rows(signatures, [open(p, "rb").read() for p in photo_files])
+    expected = _serve_bytes_rows(signatures, [Path(p).read_bytes() for p in photo_files])
     assert [row["top_k_ids"] for row in rows] == [row["top_k_ids"] for row in expected]
     np.testing.assert_allclose(
         [row["logits"] for row in rows], [row["logits"] for row in expected], atol=1e-6
@@ -317,8 +347,13 @@ def test_onnx_that_onnxruntime_refuses_fails_loudly(monkeypatch, tmp_path):
     # TF's exact GELU lowers to Erfc: tf2onnx 1.17 exits cleanly with an invalid graph.
     monkeypatch.setattr(keras_vit.model.ops, "gelu", lambda x, approximate=False: tf.nn.gelu(x))
     model = keras_vit.ViT(
-        image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2,
-        mlp_dim=32, num_classes=3,
+        image_size=16,
+        patch_size=8,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=32,
+        num_classes=3,
     )
     with pytest.raises(RuntimeError, match="onnxruntime refuses"):
         convert_onnx(model, str(tmp_path / "model.onnx"))

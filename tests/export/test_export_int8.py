@@ -13,14 +13,23 @@ import keras_vit
 from keras_vit.data import load_digits
 from keras_vit.export.exporter import export_model
 
+pytestmark = pytest.mark.slow  # conversions and end-to-end runs
+
 
 @pytest.fixture(scope="module")
 def digits_export(tmp_path_factory):
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, _) = load_digits()
     model = keras_vit.ViT(
-        image_size=8, patch_size=2, hidden_size=32, num_layers=1, num_heads=2,
-        mlp_dim=64, num_classes=10, channels=1, name="digits",
+        image_size=8,
+        patch_size=2,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=64,
+        num_classes=10,
+        channels=1,
+        name="digits",
     )
     model.compile(
         keras.optimizers.Adam(3e-3),

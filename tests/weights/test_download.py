@@ -2,14 +2,16 @@
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import keras_vit
-from conftest import fixture_case
 from keras_vit.weights import registry
 from keras_vit.weights.registry import WeightsEntry, download
+
+from conftest import fixture_case
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def test_download_verifies_and_caches(cache, served):
     path, url, digest = served
     local = download(url, sha256=digest, progress=False)
     assert os.path.dirname(local) == str(cache)
-    assert open(local, "rb").read() == path.read_bytes()
+    assert Path(local).read_bytes() == path.read_bytes()
     path.unlink()  # a second call must not fetch again
     assert download(url, sha256=digest, progress=False) == local
 
@@ -40,7 +42,9 @@ def test_download_verifies_and_caches(cache, served):
 def test_wrong_checksum_leaves_nothing_in_the_cache(cache, served):
     _, url, digest = served
     wrong = "0" * 64
-    with pytest.raises(ValueError, match=f"Checksum mismatch.*expected sha256 {wrong}, got {digest}"):
+    with pytest.raises(
+        ValueError, match=f"Checksum mismatch.*expected sha256 {wrong}, got {digest}"
+    ):
         download(url, sha256=wrong, progress=False)
     assert os.listdir(cache) == []
 
@@ -48,11 +52,11 @@ def test_wrong_checksum_leaves_nothing_in_the_cache(cache, served):
 def test_unpublished_digest_is_recorded_and_checked(cache, served):
     path, url, digest = served
     local = download(url, progress=False)
-    assert open(local + ".sha256").read().strip() == digest
+    assert Path(local + ".sha256").read_text().strip() == digest
     with open(local, "r+b") as f:  # corrupt the cached copy
         f.write(b"garbage")
     assert download(url, progress=False) == local  # fetched again
-    assert hashlib.sha256(open(local, "rb").read()).hexdigest() == digest
+    assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == digest
 
 
 def test_failed_download_is_an_os_error(cache, tmp_path):
@@ -68,11 +72,18 @@ def test_factory_downloads_a_registry_name(cache, fixtures_dir, monkeypatch):
     monkeypatch.setitem(registry.REGISTRY, "vit_test.fixture", entry)
     _, ref = fixture_case("vit_token")
     model = keras_vit.ViT_B16(
-        weights="vit_test.fixture", patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192
+        weights="vit_test.fixture",
+        patch_size=8,
+        hidden_size=48,
+        num_layers=2,
+        num_heads=4,
+        mlp_dim=192,
     )
     assert (cache / "vit_test.fixture.npz").is_file()
     assert model.image_size == (32, 32)
-    assert np.max(np.abs(np.asarray(model(ref["inputs"])) - ref["logits_official_semantics"])) <= 1e-5
+    assert (
+        np.max(np.abs(np.asarray(model(ref["inputs"])) - ref["logits_official_semantics"])) <= 1e-5
+    )
 
 
 def test_registry_entries_are_complete():

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from keras_vit_cli import main as cli
 from keras_vit import model_from_checkpoint
+from keras_vit_cli import main as cli
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 LINE = re.compile(r"^  (\d)\. class (\d+) (\w+): (\d\.\d{4})$")
@@ -28,10 +28,19 @@ def exported(fixtures_dir, tmp_path_factory):
     images = [folder / "cat.png", folder / "astronaut.jpg"]
     images[0].write_bytes(tf.io.encode_png(data.chelsea()).numpy())
     images[1].write_bytes(tf.io.encode_jpeg(data.astronaut()).numpy())
-    code = cli.main([
-        "export", "--model", str(folder / "vit_token.keras"), "--output", str(folder / "out"),
-        "--format", "saved_model,tflite,onnx", "--labels", str(folder / "labels.txt"),
-    ])
+    code = cli.main(
+        [
+            "export",
+            "--model",
+            str(folder / "vit_token.keras"),
+            "--output",
+            str(folder / "out"),
+            "--format",
+            "saved_model,tflite,onnx",
+            "--labels",
+            str(folder / "labels.txt"),
+        ]
+    )
     assert code == 0
     pixels = np.stack([keras_vit.load_image(path, 32) for path in images])
     logits = model(keras_vit.preprocess_input(pixels)).numpy()
@@ -46,7 +55,12 @@ def predictions(capsys, artifact, images, *extra):
 
 @pytest.mark.parametrize(
     "artifact",
-    ["vit_token.keras", "out/vit_token", "out/vit_token/1/model.tflite", "out/vit_token/1/model.onnx"],
+    [
+        "vit_token.keras",
+        "out/vit_token",
+        "out/vit_token/1/model.tflite",
+        "out/vit_token/1/model.onnx",
+    ],
 )
 def test_every_artifact_prints_the_keras_top_k(exported, artifact, capsys):
     folder, images, logits = exported
@@ -55,7 +69,8 @@ def test_every_artifact_prints_the_keras_top_k(exported, artifact, capsys):
     probabilities = tf.nn.softmax(logits).numpy()
     expected = [
         (int(i), LABELS[i], round(float(p[i]), 4))
-        for p in probabilities for i in np.argsort(-p)[:3]
+        for p in probabilities
+        for i in np.argsort(-p)[:3]
     ]
     assert [(i, label) for i, label, _ in rows] == [(i, label) for i, label, _ in expected]
     np.testing.assert_allclose([p for *_, p in rows], [p for *_, p in expected], atol=2e-4)
@@ -68,13 +83,21 @@ def test_predict_rejects_unknown_artifacts(exported, capsys):
     assert cli.main(["predict", str(folder / "missing.onnx"), *images]) == 2
 
 
+@pytest.mark.slow
 def test_quickstart_export_predicts_a_digit_through_the_saved_model(tmp_path, capsys):
-    from keras_vit_cli.commands.quickstart import export_quickstart
     from keras_vit.data import load_digits
+    from keras_vit_cli.commands.quickstart import export_quickstart
 
     model = keras_vit.ViT(
-        image_size=8, patch_size=2, hidden_size=16, num_layers=1, num_heads=2,
-        mlp_dim=32, num_classes=10, channels=1, name="digits",
+        image_size=8,
+        patch_size=2,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=32,
+        num_classes=10,
+        channels=1,
+        name="digits",
     )
     model.head.kernel.assign(np.random.default_rng(0).normal(size=(16, 10)))
     model.save(tmp_path / "model.keras")
@@ -88,12 +111,22 @@ def test_quickstart_export_predicts_a_digit_through_the_saved_model(tmp_path, ca
     assert f"is predicted {predicted}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_export_at_another_size_reproduces_the_reference(exported, fixtures_dir):
     folder, _, _ = exported
-    code = cli.main([
-        "export", "--model", str(folder / "vit_token.keras"), "--output", str(folder / "at48"),
-        "--image-size", "48", "--posemb-interpolation", "bilinear",
-    ])
+    code = cli.main(
+        [
+            "export",
+            "--model",
+            str(folder / "vit_token.keras"),
+            "--output",
+            str(folder / "at48"),
+            "--image-size",
+            "48",
+            "--posemb-interpolation",
+            "bilinear",
+        ]
+    )
     assert code == 0
     reference = np.load(fixtures_dir / "vit_token" / "reference.npz")
     artifact = keras_vit.load_artifact(folder / "at48" / "vit_token")

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import fixture_case
-from keras_vit_cli.main import main
 from keras_vit import model_from_checkpoint
 from keras_vit.weights import read_checkpoint, save_huggingface, save_official_npz
+from keras_vit_cli.main import main
+
+from conftest import fixture_case
 
 TOL = 1e-5
 
@@ -43,8 +44,17 @@ def test_huggingface_writer_matches_the_transformers_files(fixtures_dir, tmp_pat
         np.testing.assert_array_equal(written[name], original[name])
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     expected = json.loads((fixtures_dir / "hf_vit" / "config.json").read_text())
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "hidden_act", "layer_norm_eps", "image_size", "patch_size", "id2label"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "layer_norm_eps",
+        "image_size",
+        "patch_size",
+        "id2label",
+    ):
         assert config[key] == expected[key], key
     assert max_diff(model_from_checkpoint(tmp_path / "hf")(ref["inputs"]), ref["logits"]) <= TOL
 
@@ -69,15 +79,27 @@ def test_convert_cli_to_every_destination(fixtures_dir, tmp_path, capsys):
         "hf_folder": "Hugging Face",
     }
     for name, kind in outputs.items():
-        code = main(["convert", src, str(tmp_path / name), "--num-heads", "4", "--semantics", "official"])
+        code = main(
+            ["convert", src, str(tmp_path / name), "--num-heads", "4", "--semantics", "official"]
+        )
         assert code == 0
         assert f"Wrote {kind}" in capsys.readouterr().out
     for name in ("m.keras", "m.npz", "hf_folder"):
-        model = model_from_checkpoint(tmp_path / name, **({} if name == "m.keras" else {"semantics": "official"}))
+        model = model_from_checkpoint(
+            tmp_path / name, **({} if name == "m.keras" else {"semantics": "official"})
+        )
         assert max_diff(model(ref["inputs"]), ref["logits_official_semantics"]) <= TOL, name
     from keras_vit.model.factories import build_variant
 
-    tiny = dict(patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192, image_size=32, num_classes=10)
+    tiny = dict(
+        patch_size=8,
+        hidden_size=48,
+        num_layers=2,
+        num_heads=4,
+        mlp_dim=192,
+        image_size=32,
+        num_classes=10,
+    )
     h5 = build_variant("B/16", weights=tmp_path / "m.weights.h5", semantics="official", **tiny)
     assert max_diff(h5(ref["inputs"]), ref["logits_official_semantics"]) <= TOL
 

@@ -3,6 +3,7 @@ embedding filters, and the ``keras-vit inspect`` command."""
 
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ TINY = dict(image_size=32, patch_size=8, hidden_size=24, num_layers=2, num_heads
 
 def png_size(path):
     """(width, height) from a PNG header; fails for anything else."""
-    data = open(path, "rb").read(24)
+    data = Path(path).read_bytes()[:24]
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return struct.unpack(">II", data[16:24])
 
@@ -167,8 +168,20 @@ def image_folder(tmp_path_factory):
 
 def test_inspect_command_writes_all_figures(tiny_model_file, image_folder, tmp_path):
     output = tmp_path / "out"
-    assert main(["inspect", "--model", str(tiny_model_file), str(image_folder),
-                 str(image_folder / "cat.png"), "--output", str(output)]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(tiny_model_file),
+                str(image_folder),
+                str(image_folder / "cat.png"),
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert png_size(output / "rollout" / "cat.png") == (768, 288)
     assert png_size(output / "rollout" / "cat_2.png") == (768, 288)
     assert png_size(output / "rollout" / "astronaut.png") == (768, 288)
@@ -182,19 +195,50 @@ def test_inspect_command_writes_all_figures(tiny_model_file, image_folder, tmp_p
 def test_inspect_command_rejects_bad_input(tiny_model_file, tmp_path, capsys):
     assert main(["inspect", "--model", "ViT_Z99", str(tmp_path), "--output", str(tmp_path)]) == 2
     assert "Unknown model 'ViT_Z99'" in capsys.readouterr().err
-    assert main(["inspect", "--model", str(tiny_model_file), str(tmp_path / "missing.png"),
-                 "--output", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(tiny_model_file),
+                str(tmp_path / "missing.png"),
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err
-    assert main(["inspect", "--model", str(tiny_model_file), "--image-size", "64",
-                 str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(tiny_model_file),
+                "--image-size",
+                "64",
+                str(tmp_path),
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "dynamic_resolution" in capsys.readouterr().err
 
 
 def test_hybrid_filters_come_from_the_resnet_root():
     pytest.importorskip("keras_vit.model.resnet")
     model = keras_vit.ViT(
-        image_size=32, patch_size=1, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=16,
-        num_classes=2, resnet_layers=(), resnet_width=32,
+        image_size=32,
+        patch_size=1,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=16,
+        num_classes=2,
+        resnet_layers=(),
+        resnet_width=32,
     )
     kernel, description = inspection.embedding_filters_of(model)
     assert kernel.shape == (7, 7, 3, 32) and "ResNet" in description
@@ -217,8 +261,16 @@ def test_attention_and_rollout_match_transformers(fixtures_dir):
 
     case = fixtures_dir / "hf_vit"
     inputs = np.load(case / "reference.npz")["inputs"]
-    model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=48, num_layers=2,
-                          num_heads=4, mlp_dim=192, num_classes=10, layer_norm_epsilon=1e-12)
+    model = keras_vit.ViT(
+        image_size=32,
+        patch_size=8,
+        hidden_size=48,
+        num_layers=2,
+        num_heads=4,
+        mlp_dim=192,
+        num_classes=10,
+        layer_norm_epsilon=1e-12,
+    )
     load_weights(model, case / "model.safetensors")
     attentions, grid = inspection.model_attentions(model, inputs)
     reference = transformers.ViTForImageClassification.from_pretrained(

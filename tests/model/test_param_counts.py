@@ -49,13 +49,23 @@ TINY = dict(hidden_size=48, num_layers=2, num_heads=4, mlp_dim=96)
         ("R26+S/32", dict(image_size=64, patch_size=2, resnet_layers=(1, 1), resnet_width=32)),
         (
             "R26+S/32",
-            dict(image_size=64, resnet_layers=(2, 1, 1), resnet_width=32, classifier="gap",
-                 representation_size=16),
+            dict(
+                image_size=64,
+                resnet_layers=(2, 1, 1),
+                resnet_width=32,
+                classifier="gap",
+                representation_size=16,
+            ),
         ),
         (
             "R50+B/16",
-            dict(image_size=(32, 64), resnet_layers=(1, 2), resnet_width=32,
-                 classifier="unpooled", include_top=False),
+            dict(
+                image_size=(32, 64),
+                resnet_layers=(1, 2),
+                resnet_width=32,
+                classifier="unpooled",
+                include_top=False,
+            ),
         ),
     ],
 )

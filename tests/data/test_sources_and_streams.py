@@ -11,7 +11,7 @@ def _write_png_folder(root, images_per_class=3):
     """Two classes of small RGB PNGs with different sizes; returns the pixels by class."""
     pixels = {}
     rng = np.random.default_rng(0)
-    for label, name in enumerate(["cat", "dog"]):
+    for name in ["cat", "dog"]:
         (root / name).mkdir(parents=True)
         pixels[name] = []
         for i in range(images_per_class):
@@ -105,7 +105,7 @@ def test_train_stream_augments_to_model_input(tmp_path):
     )
     images, labels = next(iter(batches))
     assert images.shape == (4, 16, 16, 3) and labels.shape == (4, 2)
-    assert -1.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
     np.testing.assert_allclose(tf.reduce_sum(labels, -1), 1.0, atol=1e-6)
     labels = labels.numpy()
     assert np.any((labels > 0.01) & (labels < 0.99))  # mixed labels are soft

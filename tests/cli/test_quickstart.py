@@ -4,9 +4,12 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
-from keras_vit_cli import main as cli
 from keras_vit.data import load_digits
+from keras_vit_cli import main as cli
+
+pytestmark = pytest.mark.slow  # conversions and end-to-end runs
 
 
 def test_quickstart_writes_model_and_metrics(tmp_path, capsys):

@@ -8,7 +8,13 @@ from keras_vit.model.posemb import resize_position_embedding
 
 TOL = 1e-5
 # (source grid, target grid): up, down, non-square both ways, mixed.
-GRIDS = [((4, 4), (6, 6)), ((6, 6), (4, 4)), ((4, 6), (7, 3)), ((7, 5), (3, 9)), ((14, 14), (24, 24))]
+GRIDS = [
+    ((4, 4), (6, 6)),
+    ((6, 6), (4, 4)),
+    ((4, 6), (7, 3)),
+    ((7, 5), (3, 9)),
+    ((14, 14), (24, 24)),
+]
 
 
 def posemb(grid, prefix=1, hidden=8, seed=0):
@@ -52,15 +58,20 @@ def test_official_matches_scipy_zoom(source, target):
     zoom = (target[0] / source[0], target[1] / source[1], 1)
     expected = ndimage.zoom(grid_of(x, source, 0), zoom, order=1)
     assert expected.shape[:2] == target
-    ours = resize_position_embedding(x, target, num_prefix_tokens=0, method="official", source_grid_shape=source)
+    ours = resize_position_embedding(
+        x, target, num_prefix_tokens=0, method="official", source_grid_shape=source
+    )
     assert np.max(np.abs(grid_of(ours, target, 0) - expected)) <= TOL
 
 
 def test_methods_differ():
     x = posemb((4, 4))
-    results = [resize_position_embedding(x, (6, 6), method=m) for m in ("official", "bilinear", "bicubic", "bicubic_hf")]
+    results = [
+        resize_position_embedding(x, (6, 6), method=m)
+        for m in ("official", "bilinear", "bicubic", "bicubic_hf")
+    ]
     for i, a in enumerate(results):
-        for b in results[i + 1:]:
+        for b in results[i + 1 :]:
             assert np.max(np.abs(a - b)) > 1e-3
 
 
@@ -70,7 +81,9 @@ def test_graph_path_with_symbolic_size_equals_numpy_path(method):
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
     def resize(rows, cols):
-        return resize_position_embedding(tf.constant(x), (rows, cols), method=method, source_grid_shape=(4, 6))
+        return resize_position_embedding(
+            tf.constant(x), (rows, cols), method=method, source_grid_shape=(4, 6)
+        )
 
     graph = resize(tf.constant(7), tf.constant(3)).numpy()
     eager = resize_position_embedding(x, (7, 3), method=method, source_grid_shape=(4, 6))

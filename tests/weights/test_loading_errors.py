@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import keras_vit
-from conftest import fixture_case
 from keras_vit import load_weights, model_from_checkpoint
+
+from conftest import fixture_case
 
 TOL = 1e-5
 TOKEN = dict(image_size=32, patch_size=8, hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192)
@@ -46,7 +47,9 @@ def test_representation_size_none_drops_pre_logits_and_its_head(fixtures_dir):
     assert kept.representation_size == 32
     assert np.max(np.abs(np.asarray(kept(ref["inputs"])) - ref["logits"])) <= TOL
     with pytest.warns(UserWarning, match="pre_logits.*dropped"):
-        dropped = keras_vit.ViT_B16(weights=path, representation_size=None, semantics="timm", **TOKEN)
+        dropped = keras_vit.ViT_B16(
+            weights=path, representation_size=None, semantics="timm", **TOKEN
+        )
     assert dropped.pre_logits is None
     out = dropped.forward_intermediates(ref["inputs"])
     assert np.max(np.abs(np.asarray(out["pooled"]) - ref["features"])) <= TOL
@@ -56,7 +59,10 @@ def test_representation_size_none_drops_pre_logits_and_its_head(fixtures_dir):
 def test_include_top_false_ignores_the_head(fixtures_dir, recwarn):
     _, ref = fixture_case("vit_token")
     model = keras_vit.ViT_B16(
-        weights=fixtures_dir / "vit_token" / "official.npz", include_top=False, semantics="timm", **TOKEN
+        weights=fixtures_dir / "vit_token" / "official.npz",
+        include_top=False,
+        semantics="timm",
+        **TOKEN,
     )
     assert not [w for w in recwarn if "head" in str(w.message)]
     assert np.max(np.abs(np.asarray(model(ref["inputs"])) - ref["features"])) <= TOL
@@ -68,7 +74,9 @@ def test_missing_tensor_is_named_and_nothing_is_assigned(fixtures_dir, tmp_path)
     np.savez(tmp_path / "missing.npz", **tensors)
     model = keras_vit.ViT(**TOKEN, num_classes=10)
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"missing tensor for 'encoderblock_1/MlpBlock_3/Dense_0/bias' \(192,\)"):
+    with pytest.raises(
+        ValueError, match=r"missing tensor for 'encoderblock_1/MlpBlock_3/Dense_0/bias' \(192,\)"
+    ):
         load_weights(model, tmp_path / "missing.npz")
     assert_unchanged(model, before)
 
@@ -76,7 +84,9 @@ def test_missing_tensor_is_named_and_nothing_is_assigned(fixtures_dir, tmp_path)
 def test_unexpected_and_mis_shaped_tensors_are_all_listed(fixtures_dir, tmp_path):
     tensors = official(fixtures_dir)
     tensors["Transformer/encoderblock_0/extra/kernel"] = np.zeros((3,), np.float32)
-    tensors["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"] = np.zeros((48, 100), np.float32)
+    tensors["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"] = np.zeros(
+        (48, 100), np.float32
+    )
     np.savez(tmp_path / "bad.npz", **tensors)
     model = keras_vit.ViT(**TOKEN, num_classes=10)
     before = snapshot(model)
@@ -124,7 +134,10 @@ def test_pickled_npz_is_refused(tmp_path):
 
 
 def test_unknown_registry_name_lists_known_ones():
-    with pytest.raises(ValueError, match=r"(?s)Unknown weights 'vit_nope'.*vit_base_patch16_224\.augreg_in21k_ft_in1k"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)Unknown weights 'vit_nope'.*vit_base_patch16_224\.augreg_in21k_ft_in1k",
+    ):
         keras_vit.ViT_B16(weights="vit_nope")
 
 

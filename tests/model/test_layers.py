@@ -8,9 +8,9 @@ import pytest
 from scipy.special import erf
 
 import keras_vit
+from keras_vit.data.images import load_image, preprocess_input
 from keras_vit.model import layers as vit_layers
 from keras_vit.model import ops as vit_ops
-from keras_vit.data.images import load_image, preprocess_input
 
 rng = np.random.default_rng(0)
 
@@ -121,7 +121,7 @@ def test_load_image_resizes_and_converts_channels(tmp_path):
     rgb = load_image(path, 64)
     gray = load_image(path, (32, 48), channels=1)
     assert rgb.shape == (64, 64, 3) and gray.shape == (32, 48, 1)
-    assert 0 <= rgb.min() and rgb.max() <= 255 and rgb.std() > 10
+    assert rgb.min() >= 0 and rgb.max() <= 255 and rgb.std() > 10
 
 
 def test_load_image_rejects_non_images(tmp_path):
@@ -143,8 +143,9 @@ def test_residual_stream_stays_float32_under_mixed_precision():
     out = norm_mixed(tokens)
     assert out.dtype == "bfloat16"  # ready for the next GEMM
     # bfloat16 output rounding only: 2^-8 relative to values of about 3.
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(out).astype("float32"), expected,
-                               atol=3 * 2.0**-8)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out).astype("float32"), expected, atol=3 * 2.0**-8
+    )
 
     block = vit_layers.TransformerBlock(num_heads=2, mlp_dim=32, dtype="mixed_bfloat16")
     y = block(tokens)

@@ -7,10 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import fixture_case
-from keras_vit_cli import main as cli
-from keras_vit.train.recipe import DEFAULTS, PIPELINES_DIR, Recipe, load_recipe
-from keras_vit.train.schedules import WarmupDecay
 from keras_vit.train.loop import (
     build_model,
     build_optimizer,
@@ -18,6 +14,11 @@ from keras_vit.train.loop import (
     supports_xla,
     train,
 )
+from keras_vit.train.recipe import DEFAULTS, PIPELINES_DIR, Recipe, load_recipe
+from keras_vit.train.schedules import WarmupDecay
+from keras_vit_cli import main as cli
+
+from conftest import fixture_case
 
 #: Overrides that shrink digits_scratch to a model that trains in seconds.
 TINY_MODEL = [
