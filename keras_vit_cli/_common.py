@@ -31,26 +31,25 @@ def positive_int(text):
     return value
 
 
-def positive_float(text):
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _number_type(accepts, expected):
+    """argparse type of a finite number that ``accepts``; ``expected`` names it in the error."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value == value and abs(value) != float("inf") and accepts(value)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def fraction(text):
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
+#: argparse type: a finite number > 0.
+positive_float = _number_type(lambda value: value > 0, "a positive number")
+#: argparse type: a number strictly between 0 and 1.
+fraction = _number_type(lambda value: 0.0 < value < 1.0, "a number between 0 and 1")
 
 
 def comma_list(choices):
@@ -93,8 +92,8 @@ def add_image_size_argument(parser, help_text):
     )
 
 
-def add_model_arguments(parser):
-    """Adds ``--model``, ``--weights``, ``--num-classes``, ``--image-size``."""
+def add_model_source_arguments(parser):
+    """Adds ``--model``, ``--weights`` and ``--num-classes``."""
     parser.add_argument(
         "--model",
         required=True,
@@ -111,6 +110,11 @@ def add_model_arguments(parser):
         default=None,
         help="Classes of the head (default: the checkpoint's, or 1000).",
     )
+
+
+def add_model_arguments(parser):
+    """Adds ``--model``, ``--weights``, ``--num-classes`` and the model's ``--image-size``."""
+    add_model_source_arguments(parser)
     add_image_size_argument(
         parser,
         "Input size of a factory/variant (default 224, or the checkpoint's; position "

@@ -16,6 +16,7 @@ from keras_vit_cli._common import (
     POSEMB_INTERPOLATIONS,
     QUANTIZATIONS,
     add_image_size_argument,
+    add_model_source_arguments,
     comma_list,
     load_model,
     positive_int,
@@ -27,17 +28,7 @@ HELP = "Export a ViT to SavedModel (TF Serving), TFLite and ONNX, with a parity 
 
 
 def add_arguments(parser):
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="Factory name (ViT_B16), variant ('B/16') or a .keras file.",
-    )
-    parser.add_argument(
-        "--weights", default=None, help="Weights of a factory/variant (any format)."
-    )
-    parser.add_argument(
-        "--num-classes", type=positive_int, default=None, help="Classes of the head."
-    )
+    add_model_source_arguments(parser)
     add_image_size_argument(
         parser, "Export size (default: the model's; the position embeddings are resized once):"
     )
