@@ -37,10 +37,13 @@ def build_variant(variant, **kwargs):
 
 ViT_Ti16 = variant_factory("Ti/16")
 ViT_S16 = variant_factory("S/16")
+ViT_S14 = variant_factory("S/14")
 ViT_S32 = variant_factory("S/32")
 ViT_B8 = variant_factory("B/8")
+ViT_B14 = variant_factory("B/14")
 ViT_B16 = variant_factory("B/16")
 ViT_B32 = variant_factory("B/32")
+ViT_L14 = variant_factory("L/14")
 ViT_L16 = variant_factory("L/16")
 ViT_L32 = variant_factory("L/32")
 ViT_H14 = variant_factory("H/14")
@@ -56,10 +59,13 @@ FACTORIES = {
     for factory in (
         ViT_Ti16,
         ViT_S16,
+        ViT_S14,
         ViT_S32,
         ViT_B8,
+        ViT_B14,
         ViT_B16,
         ViT_B32,
+        ViT_L14,
         ViT_L16,
         ViT_L32,
         ViT_H14,

@@ -25,10 +25,13 @@ RESNETS = {"R": (), "R26": (2, 2, 2, 2), "R50": (3, 4, 9)}
 VARIANTS = {
     "Ti/16": ("Ti", 16, None),
     "S/16": ("S", 16, None),
+    "S/14": ("S", 14, None),  # DINOv2
     "S/32": ("S", 32, None),
     "B/8": ("B", 8, None),
+    "B/14": ("B", 14, None),  # DINOv2
     "B/16": ("B", 16, None),
     "B/32": ("B", 32, None),
+    "L/14": ("L", 14, None),  # DINOv2
     "L/16": ("L", 16, None),
     "L/32": ("L", 32, None),
     "H/14": ("H", 14, None),

@@ -169,8 +169,13 @@ def test_mixed_precision_forward_and_training_step():
 @pytest.mark.parametrize("name", list(variants.VARIANTS))
 def test_every_variant_has_a_factory(name):
     factory = getattr(keras_vit, variants.factory_name(name))
-    assert name in factory.__doc__
-    assert callable(factory)
+    assert name in factory.__doc__ and factory.variant == name
+    assert keras_vit.FACTORIES[variants.factory_name(name)] is factory
+
+
+def test_the_factories_are_exactly_the_table():
+    assert list(keras_vit.FACTORIES) == [variants.factory_name(v) for v in variants.VARIANTS]
+    assert set(keras_vit.FACTORIES) <= set(keras_vit.__all__)
 
 
 def test_from_variant_and_factory_build_the_same_config():
