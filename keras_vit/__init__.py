@@ -16,6 +16,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from keras_vit.data.images import load_image, preprocess_input  # noqa: E402
 from keras_vit.export.artifacts import load_artifact  # noqa: E402
 from keras_vit.export.exporter import export_model  # noqa: E402
+from keras_vit.model.blocks import (  # noqa: E402
+    LayerScale,
+    MAPHead,
+    MlpBlock,
+    MultiHeadSelfAttention,
+    TransformerBlock,
+)
 from keras_vit.model.factories import (  # noqa: E402
     FACTORIES,
     R26_ViT_B32,
@@ -39,11 +46,10 @@ from keras_vit.model.factories import (  # noqa: E402
 )
 from keras_vit.model.layers import (  # noqa: E402
     AddPositionEmbs,
+    AddSinCosPositionEmbs,
     ClassToken,
-    MlpBlock,
-    MultiHeadSelfAttention,
     PatchEncoder,
-    TransformerBlock,
+    PrefixTokens,
 )
 from keras_vit.model.loading import load_weights  # noqa: E402
 from keras_vit.model.posemb import (  # noqa: E402
@@ -65,10 +71,14 @@ __all__ = [
     "SIZES",
     "VARIANTS",
     "AddPositionEmbs",
+    "AddSinCosPositionEmbs",
     "ClassToken",
+    "LayerScale",
+    "MAPHead",
     "MlpBlock",
     "MultiHeadSelfAttention",
     "PatchEncoder",
+    "PrefixTokens",
     "R26_ViT_B32",
     "R26_ViT_S32",
     "R50_ViT_B16",

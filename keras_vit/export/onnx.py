@@ -5,7 +5,7 @@ channels)`` in [0, 255] (preprocessing inside) and returns ``logits`` and
 ``probabilities`` ``(batch, classes)``. Every file is opened and run with
 onnxruntime before it is written: tf2onnx can exit without error and still
 write a model that onnxruntime refuses (e.g. TF's ``Erfc``, which the
-``erf`` spelling of ``keras_vit.model.layers.gelu`` avoids).
+``erf`` spelling of ``keras_vit.model.ops.gelu`` avoids).
 """
 
 from __future__ import annotations

@@ -13,8 +13,11 @@ adds the model's side:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from keras_vit.messages import KerasVitWarning
 from keras_vit.model import variants
 from keras_vit.model.posemb import infer_grid_shape, resize_position_embedding
 from keras_vit.weights import (
@@ -25,7 +28,7 @@ from keras_vit.weights import (
     open_weights,
     to_keras_tensors,
 )
-from keras_vit.weights.mappings import CLASS_TOKEN, POSEMB
+from keras_vit.weights.mappings import POSEMB
 
 #: Checkpoint facts that become a variant factory's defaults (explicit arguments win).
 CHECKPOINT_DEFAULT_KEYS = (
@@ -72,48 +75,57 @@ def checkpoint_architecture(checkpoint, num_heads=None, entry=None):
 
 
 def fit_position_embedding(
-    posemb, model, method, checkpoint_prefix=None, has_class_token=True, source_grid_shape=None
+    posemb, model, method, checkpoint_prefix=None, source_grid_shape=None, prefix_tokens=1
 ):
-    """A stored position embedding, fitted to the model's grid and prefix.
+    """A stored position embedding, fitted to the model's table: prefix entries and grid.
 
-    The class-token entry is kept apart; the grid part is resized with
-    ``resize_position_embedding(method=...)`` when its grid differs from the
-    model's. A checkpoint without a class-token entry (big_vision) gets a
-    zero entry, which is what adding nothing means.
+    The model's table (``model.position_embedding``) has an entry for each
+    prefix token with ``posemb="learn"`` and none with ``"learn_grid"``. The
+    stored prefix entries are kept apart; a table stored without them
+    (big_vision) gets zero entries, which is what adding nothing means; the
+    grid part is resized with ``resize_position_embedding(method=...)`` when
+    its grid differs from the model's.
 
     Args:
         posemb: array ``(1, tokens, hidden)``.
-        model: the ``ViT`` (``grid_size``, ``num_prefix_tokens``).
+        model: the ``ViT`` (``grid_size``, ``position_embedding``).
         method: str. Interpolation method.
-        checkpoint_prefix: int or None. Class-token entries stored; None
-            infers it from the token count.
-        has_class_token: bool. The checkpoint has a class token.
+        checkpoint_prefix: int or None. Prefix entries stored; None infers
+            it from the token count: ``prefix_tokens`` entries when the rest
+            is the model's grid or a square one, else none.
         source_grid_shape: optional ``(rows, cols)`` of the stored grid;
             inferred as square when omitted.
+        prefix_tokens: int. Prefix tokens of the checkpoint's model.
 
     Returns:
         array ``(1, prefix + rows * cols, hidden)``.
 
     Raises:
-        ValueError: for a grid that cannot be inferred or a class-token
-            entry the model has no token for.
+        ValueError: for a grid that cannot be inferred, or prefix entries the
+            model has no tokens for.
     """
     posemb = posemb.reshape(1, -1, posemb.shape[-1])
     tokens = posemb.shape[1]
     rows, cols = model.grid_size
+    target_prefix = model.position_embedding.num_prefix_tokens
     if checkpoint_prefix is None:
-        checkpoint_prefix = int(
-            has_class_token and tokens - 1 in (rows * cols, _square(tokens - 1))
-        )
-    target_prefix = model.num_prefix_tokens
+        fits = tokens - prefix_tokens in (rows * cols, _square(tokens - prefix_tokens))
+        checkpoint_prefix = prefix_tokens if prefix_tokens and fits else 0
     if checkpoint_prefix > target_prefix:
+        if not model.class_token_enabled:
+            raise ValueError(
+                f"the checkpoint's position embedding {tuple(posemb.shape)} has a "
+                "class-token entry, but the model has no class token "
+                f"(classifier={model.classifier!r}); use classifier='token'"
+            )
         raise ValueError(
-            f"the checkpoint's position embedding {tuple(posemb.shape)} has a "
-            "class-token entry, but the model has no class token "
-            f"(classifier={model.classifier!r}); use classifier='token'"
+            f"the checkpoint's position embedding {tuple(posemb.shape)} has {checkpoint_prefix} "
+            f"prefix entries, but the model's table has {target_prefix} "
+            f"(posemb={model.posemb!r}); build the model with posemb='learn'"
         )
     if checkpoint_prefix < target_prefix:
-        posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+        zeros = np.zeros((1, target_prefix - checkpoint_prefix, posemb.shape[-1]), posemb.dtype)
+        posemb = np.concatenate([zeros, posemb], axis=1)
     grid_tokens = tokens - checkpoint_prefix
     if source_grid_shape is None:
         if grid_tokens == rows * cols:
@@ -129,6 +141,14 @@ def fit_position_embedding(
         method=method,
         source_grid_shape=source_grid,
     )
+
+
+def _prefix_tokens(tensors):
+    """Prefix tokens (class, distillation, registers) of a checkpoint's model."""
+    count = sum(name in tensors for name in ("cls/cls", "dist_token/tokens"))
+    if "reg_token/tokens" in tensors:
+        count += tensors["reg_token/tokens"].shape[1]
+    return count
 
 
 def _square(n):
@@ -154,18 +174,18 @@ def load_checkpoint(model, checkpoint, posemb_interpolation=None):
     """
     method = posemb_interpolation or model.posemb_interpolation
     tensors, origin, problems = to_keras_tensors(checkpoint, model.num_heads)
-    if POSEMB in tensors:
+    if POSEMB in tensors and model.position_embedding is not None and model.posemb != "sincos2d":
         try:
             tensors[POSEMB] = fit_position_embedding(
                 tensors[POSEMB],
                 model,
                 method,
                 checkpoint.posemb_prefix,
-                has_class_token=CLASS_TOKEN in tensors,
+                prefix_tokens=_prefix_tokens(tensors),
             )
         except ValueError as err:
             problems.append(f"position embedding {origin[POSEMB]!r}: {err}")
-    return assign_tensors(
+    assigned = assign_tensors(
         model_variables(model),
         tensors,
         origin,
@@ -173,6 +193,17 @@ def load_checkpoint(model, checkpoint, posemb_interpolation=None):
         source=f"Checkpoint {checkpoint.path or '(in memory)'} ({checkpoint.format} format)",
         target=model.name,
     )
+    if checkpoint.ignored:
+        shown = sorted(
+            {name.split("/")[0] + ("/..." if "/" in name else "") for name in checkpoint.ignored}
+        )
+        warnings.warn(
+            f"{checkpoint.path}: loaded the image tower; ignored {len(checkpoint.ignored)} "
+            f"tensors that are not the image tower: {', '.join(shown)}.",
+            KerasVitWarning,
+            stacklevel=3,
+        )
+    return assigned
 
 
 def load_weights(model, weights, posemb_interpolation=None):

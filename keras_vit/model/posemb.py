@@ -5,6 +5,9 @@ exported graph (symbolic sizes, ``--dynamic-resolution``): every method is
 written as a pair of separable interpolation matrices built with
 ``keras.ops`` from the output size, so both paths compute the same numbers.
 
+``sincos_position_embedding`` computes big_vision's fixed 2-D sin-cos table for any
+grid instead (recomputed, never interpolated).
+
 Methods (``method=``):
 
 - ``"official"``: ``scipy.ndimage.zoom(grid, zoom, order=1)`` as in the
@@ -174,3 +177,37 @@ def resize_position_embedding(
     if squeeze:
         out = out[0]
     return ops.convert_to_numpy(out) if as_numpy else out
+
+
+def sincos_position_embedding(grid_shape, width, temperature=10_000.0):
+    """Fixed 2-D sin-cos position embeddings of a patch grid (big_vision ``posemb_sincos_2d``).
+
+    For the patch at row ``y`` and column ``x`` (row-major order) and
+    frequencies ``omega_k = temperature ** -(k / (width / 4 - 1))``,
+    ``k = 0 .. width / 4 - 1``, the embedding is
+    ``[sin(x omega), cos(x omega), sin(y omega), cos(y omega)]``.
+
+    Args:
+        grid_shape: ``(rows, cols)``; ints or scalar tensors (symbolic
+            inside a graph, e.g. under ``dynamic_resolution``).
+        width: int. Embedding width, divisible by 4 (and at least 8).
+        temperature: float. Frequency base.
+
+    Returns:
+        float32 tensor ``(1, rows * cols, width)``.
+
+    Raises:
+        ValueError: for a width that is not a multiple of 4 (or below 8).
+    """
+    if width % 4 or width < 8:
+        raise ValueError(
+            f"sin-cos position embeddings need a width divisible by 4 (>= 8), got {width}."
+        )
+    quarter = width // 4
+    omega = 1.0 / temperature ** (ops.cast(ops.arange(quarter), "float32") / (quarter - 1))
+    rows, cols = grid_shape
+    y = ops.repeat(ops.cast(ops.arange(rows), "float32"), cols)
+    x = ops.tile(ops.cast(ops.arange(cols), "float32"), [rows])
+    x, y = x[:, None] * omega[None, :], y[:, None] * omega[None, :]
+    table = ops.concatenate([ops.sin(x), ops.cos(x), ops.sin(y), ops.cos(y)], axis=1)
+    return table[None]

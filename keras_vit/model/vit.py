@@ -1,17 +1,25 @@
-"""The Vision Transformer model and its variant factories.
+"""The Vision Transformer model.
 
 Data flow (``ViT.forward_intermediates`` names each stage)::
 
     images (B, H, W, C) in [-1, 1]
-      -> [ResNet stem (hybrids)]                    "stem"
-      -> PatchEncoder              (B, N, D)        "patches"
-      -> ClassToken                (B, 1 + N, D)    (classifier="token")
-      -> AddPositionEmbs           (B, T, D)        "with_posemb"
-      -> dropout -> TransformerBlock x L            "block_{i}"
-      -> LayerNorm (float32)       (B, T, D)        "encoded"
-      -> pool: class token | mean of tokens (B, D)  "pooled"
-      -> [Dense + tanh]            (B, R)           "pre_logits"
-      -> head Dense (float32)      (B, classes)     "logits"
+      -> [ResNet stem (hybrids)]                      "stem"
+      -> PatchEncoder                (B, N, D)        "patches"        (embed_patches)
+      -> [posemb "learn_grid" | "sincos2d": added to the patch tokens]
+      -> prefix tokens: [class] [distillation] [registers]   (B, P + N, D)
+      -> [posemb "learn": added with entries for the prefix]  "with_posemb"
+      -> dropout -> TransformerBlock x L              "block_{i}"      (encode)
+      -> LayerNorm (float32; none with fc_norm)       "encoded"
+      -> pool: class token | mean of the patch tokens [+ fc_norm] | MAP head   "pooled"
+      -> [Dense + tanh]              (B, R)           "pre_logits"
+      -> head Dense (float32) [+ head_dist: mean]     "logits"
+
+The options of the ViT family (each documented with the checkpoints it serves
+in the class docstring) are arguments of one class: the original ViT and
+AugReg, DeiT (distillation token), DeiT-3 and DINOv2 (LayerScale, registers,
+grid-only position embeddings), SigLIP image towers (MAP head, no class
+token), big_vision's plain ViT (sin-cos position embeddings, gap) and timm's
+MAE-style fine-tuning (mean pooling + ``fc_norm``).
 """
 
 from __future__ import annotations
@@ -21,24 +29,29 @@ import numpy as np
 from keras import layers, ops
 
 from keras_vit.model import loading, variants
+from keras_vit.model.blocks import MAPHead, TransformerBlock
 from keras_vit.model.layers import (
     AddPositionEmbs,
+    AddSinCosPositionEmbs,
     ClassToken,
     LayerNorm,
     PatchEncoder,
-    TransformerBlock,
+    PrefixTokens,
 )
+from keras_vit.model.posemb import POSEMB_INTERPOLATIONS
 from keras_vit.model.resnet import ResNetStem
-from keras_vit.validation import pair
+from keras_vit.validation import choice, integer, number, pair
 from keras_vit.weights import Checkpoint, KerasFile, model_variables, open_weights, registry_entry
 
-CLASSIFIERS = ("token", "gap", "unpooled")
+CLASSIFIERS = ("token", "gap", "map", "unpooled")
 SEMANTICS = ("timm", "official")
+POSEMBS = ("learn", "learn_grid", "sincos2d", "none")
+OUTPUT_FORMATS = ("NLC", "NHWC")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ViT(keras.Model):
-    """Vision Transformer (Dosovitskiy et al., 2021), optionally hybrid.
+    """Vision Transformer (Dosovitskiy et al., 2021) and its family, optionally hybrid.
 
     Takes images ``(batch, height, width, channels)`` scaled to [-1, 1]
     (see ``keras_vit.preprocess_input``) and returns, with ``include_top``,
@@ -58,9 +71,35 @@ class ViT(keras.Model):
         mlp_dim: int. MLP hidden width.
         num_classes: int. Classes of the head (ignored without a top).
         include_top: bool. Add the classification head.
-        classifier: str. ``"token"`` (class token), ``"gap"`` (no class
-            token; mean of all tokens after the final LayerNorm) or
+        classifier: str. How the encoded tokens are pooled: ``"token"`` (the
+            class token: ViT, DeiT, DINOv2), ``"gap"`` (mean of the patch
+            tokens after the final LayerNorm: official gap, big_vision;
+            with ``fc_norm``, timm's avg pooling), ``"map"`` (a learned probe
+            attends over the patch tokens, big_vision ``MAPHead``: SigLIP) or
             ``"unpooled"`` (return the token sequence; no head).
+        class_token: bool or None. Prepend a learned class token; None:
+            yes for ``"token"`` and ``"unpooled"``, no for ``"gap"`` and
+            ``"map"``.
+        distillation_token: bool. DeiT's distillation token after the class
+            token, with a second head ``head_dist``; the logits are the mean
+            of both heads (``forward_intermediates`` also returns
+            ``logits_cls`` and ``logits_dist``).
+        num_register_tokens: int. Register tokens ("Vision Transformers need
+            registers", DINOv2-reg) after the class and distillation tokens;
+            never pooled.
+        posemb: str. ``"learn"`` (learned, with entries for the prefix
+            tokens: original ViT, AugReg, DeiT, DINOv2), ``"learn_grid"``
+            (learned for the patch grid only, added before the prefix
+            tokens are prepended: big_vision, DeiT-3 and DINOv2 with
+            registers, timm ``no_embed_class``), ``"sincos2d"`` (fixed 2-D
+            sin-cos, recomputed for any grid: big_vision's plain ViT) or
+            ``"none"``.
+        layer_scale_init: float or None. LayerScale on both residual
+            branches of every block, starting at this value (DeiT-3,
+            DINOv2); None for none.
+        fc_norm: bool. timm's mean pooling with ``fc_norm`` (MAE / BEiT
+            fine-tuning): no final LayerNorm on the tokens; LayerNorm of the
+            pooled mean instead. Needs ``classifier="gap"``.
         representation_size: int or None. Width of the pre-logits Dense +
             tanh layer used in pre-training; None for none.
         dropout_rate: float. Dropout after the position embeddings and
@@ -73,15 +112,17 @@ class ViT(keras.Model):
         channels: int. Input channels (1 for grayscale).
         layer_norm_epsilon: float. LayerNorm epsilon.
         semantics: str. ``"timm"`` (exact GELU; timm's hybrid numerics) or
-            ``"official"`` (tanh-approximate GELU as the JAX checkpoints were
-            trained; official weight standardisation and GroupNorm epsilon).
+            ``"official"`` (tanh-approximate GELU as the JAX / big_vision
+            checkpoints were trained; official weight standardisation and
+            GroupNorm epsilon).
         resnet_layers: tuple of int or None. Stage depths of a BiT ResNet
             stem (``()`` for the root only); None for a plain ViT.
         resnet_width: int. Width of the ResNet root (64 in the paper).
-        posemb_interpolation: str. How the position embeddings are resized
-            when called on another grid (``dynamic_resolution``).
+        posemb_interpolation: str. How learned position embeddings are
+            resized when called on another grid (``dynamic_resolution``).
         dynamic_resolution: bool. Accept any input size divisible by the
-            total stride; the position embeddings are resized in the graph.
+            total stride; the position embeddings are resized (or, for
+            sin-cos, recomputed) in the graph.
     """
 
     def __init__(
@@ -107,31 +148,67 @@ class ViT(keras.Model):
         resnet_width=64,
         posemb_interpolation="official",
         dynamic_resolution=False,
+        class_token=None,
+        distillation_token=False,
+        num_register_tokens=0,
+        posemb="learn",
+        layer_scale_init=None,
+        fc_norm=False,
         name="vit",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         self.image_size = pair(image_size, "image_size")
         self.patch_size = pair(patch_size, "patch_size")
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.mlp_dim = int(mlp_dim)
-        self.num_classes = None if num_classes is None else int(num_classes)
-        self.include_top = bool(include_top)
-        self.classifier = classifier
-        self.representation_size = representation_size
-        self.dropout_rate = float(dropout_rate)
-        self.attention_dropout_rate = float(attention_dropout_rate)
-        self.drop_path_rate = float(drop_path_rate)
+        self.hidden_size = integer(hidden_size, "hidden_size", minimum=1)
+        self.num_layers = integer(num_layers, "num_layers", minimum=0)
+        self.num_heads = integer(num_heads, "num_heads", minimum=1)
+        self.mlp_dim = integer(mlp_dim, "mlp_dim", minimum=1)
+        self.num_classes = None if num_classes is None else integer(num_classes, "num_classes", 1)
+        self.include_top = _flag(include_top, "include_top")
+        self.classifier = choice(classifier, "classifier", CLASSIFIERS)
+        self.representation_size = (
+            None
+            if representation_size is None
+            else integer(representation_size, "representation_size", minimum=1)
+        )
+        self.dropout_rate = number(dropout_rate, "dropout_rate", 0.0, 1.0)
+        self.attention_dropout_rate = number(
+            attention_dropout_rate, "attention_dropout_rate", 0.0, 1.0
+        )
+        self.drop_path_rate = number(drop_path_rate, "drop_path_rate", 0.0, 1.0)
         self.classifier_activation = classifier_activation
-        self.channels = int(channels)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.semantics = semantics
-        self.resnet_layers = None if resnet_layers is None else tuple(resnet_layers)
-        self.resnet_width = int(resnet_width)
-        self.posemb_interpolation = posemb_interpolation
-        self.dynamic_resolution = bool(dynamic_resolution)
+        self.channels = integer(channels, "channels", minimum=1)
+        self.layer_norm_epsilon = number(
+            layer_norm_epsilon, "layer_norm_epsilon", 0.0, exclusive_minimum=True
+        )
+        self.semantics = choice(semantics, "semantics", SEMANTICS)
+        self.resnet_layers = None
+        if resnet_layers is not None:
+            if isinstance(resnet_layers, (str, bytes)) or not hasattr(resnet_layers, "__iter__"):
+                raise ValueError(
+                    f"resnet_layers must be a sequence of stage depths, got {resnet_layers!r}."
+                )
+            self.resnet_layers = tuple(
+                integer(depth, "resnet_layers entry", minimum=1) for depth in resnet_layers
+            )
+        self.resnet_width = integer(resnet_width, "resnet_width", minimum=1)
+        self.posemb_interpolation = choice(
+            posemb_interpolation, "posemb_interpolation", POSEMB_INTERPOLATIONS
+        )
+        self.dynamic_resolution = _flag(dynamic_resolution, "dynamic_resolution")
+        if class_token is None:
+            class_token = self.classifier in ("token", "unpooled")
+        self.class_token_enabled = _flag(class_token, "class_token")
+        self.distillation_token = _flag(distillation_token, "distillation_token")
+        self.num_register_tokens = integer(num_register_tokens, "num_register_tokens", minimum=0)
+        self.posemb = choice(posemb, "posemb", POSEMBS)
+        self.layer_scale_init = (
+            None
+            if layer_scale_init is None
+            else number(layer_scale_init, "layer_scale_init", 0.0, exclusive_minimum=True)
+        )
+        self.fc_norm = _flag(fc_norm, "fc_norm")
         self._validate_options()
 
         policy = self.dtype_policy
@@ -158,19 +235,47 @@ class ViT(keras.Model):
             self.image_size[0] // self.stride[0],
             self.image_size[1] // self.stride[1],
         )
-        self.num_prefix_tokens = 1 if classifier in ("token", "unpooled") else 0
+        self.num_prefix_tokens = (
+            int(self.class_token_enabled) + int(self.distillation_token) + self.num_register_tokens
+        )
 
         self.embedding = PatchEncoder(
             self.hidden_size, self.patch_size, name="embedding", dtype=policy
         )
-        self.class_token = ClassToken(name="cls", dtype=policy) if self.num_prefix_tokens else None
-        self.position_embedding = AddPositionEmbs(
-            self.grid_size,
-            self.num_prefix_tokens,
-            self.posemb_interpolation,
-            name="posembed_input",
-            dtype=policy,
+        # Prefix layers in the order they are applied: each prepends its
+        # tokens, so the sequence reads [class, distillation, registers, patches].
+        self.prefix_layers = []
+        if self.num_register_tokens:
+            self.prefix_layers.append(
+                PrefixTokens(
+                    self.num_register_tokens,
+                    keras.initializers.RandomNormal(stddev=1e-6),
+                    name="reg_token",
+                    dtype=policy,
+                )
+            )
+        if self.distillation_token:
+            self.prefix_layers.append(
+                PrefixTokens(
+                    1, keras.initializers.RandomNormal(stddev=0.02), name="dist_token", dtype=policy
+                )
+            )
+        self.class_token = (
+            ClassToken(name="cls", dtype=policy) if self.class_token_enabled else None
         )
+        if self.class_token is not None:
+            self.prefix_layers.append(self.class_token)
+        self.position_embedding = None
+        if self.posemb in ("learn", "learn_grid"):
+            self.position_embedding = AddPositionEmbs(
+                self.grid_size,
+                self.num_prefix_tokens if self.posemb == "learn" else 0,
+                self.posemb_interpolation,
+                name="posembed_input",
+                dtype=policy,
+            )
+        elif self.posemb == "sincos2d":
+            self.position_embedding = AddSinCosPositionEmbs(name="posembed_sincos", dtype=policy)
         # The residual stream stays in the variable dtype (float32 under
         # mixed precision); see layers.ResidualStreamInput.
         self.embedding_dropout = layers.Dropout(self.dropout_rate, dtype=policy.variable_dtype)
@@ -183,17 +288,33 @@ class ViT(keras.Model):
                 drop_path_rate=self.drop_path_rate * i / max(self.num_layers - 1, 1),
                 layer_norm_epsilon=self.layer_norm_epsilon,
                 approximate_gelu=self.semantics == "official",
+                layer_scale_init=self.layer_scale_init,
                 name=f"encoderblock_{i}",
                 dtype=policy,
             )
             for i in range(self.num_layers)
         ]
         # float32 like the head it feeds (one LayerNorm, no GEMM to speed up).
-        self.encoder_norm = LayerNorm(
-            epsilon=self.layer_norm_epsilon,
-            name="encoder_norm",
-            dtype=policy.variable_dtype,
-        )
+        self.encoder_norm = None
+        if not self.fc_norm:
+            self.encoder_norm = LayerNorm(
+                epsilon=self.layer_norm_epsilon, name="encoder_norm", dtype=policy.variable_dtype
+            )
+        self.map_head = None
+        if self.classifier == "map":
+            self.map_head = MAPHead(
+                self.num_heads,
+                self.mlp_dim,
+                self.layer_norm_epsilon,
+                approximate_gelu=self.semantics == "official",
+                name="MAPHead_0",
+                dtype=policy,
+            )
+        self.pooled_norm = None
+        if self.fc_norm:
+            self.pooled_norm = LayerNorm(
+                epsilon=self.layer_norm_epsilon, name="fc_norm", dtype=policy.variable_dtype
+            )
         self.pre_logits = None
         if self.representation_size and self.classifier != "unpooled":
             self.pre_logits = layers.Dense(
@@ -202,24 +323,21 @@ class ViT(keras.Model):
                 name="pre_logits",
                 dtype=policy,
             )
-        self.head = None
+        self.head = self.head_dist = None
         if self.include_top:
-            self.head = layers.Dense(
-                self.num_classes,
+            head_args = dict(
                 kernel_initializer="zeros",
                 bias_initializer="zeros",
-                activation=classifier_activation,
-                name="head",
+                activation=None if self.distillation_token else classifier_activation,
                 dtype="float32",
             )
+            self.head = layers.Dense(self.num_classes, name="head", **head_args)
+            if self.distillation_token:
+                self.head_dist = layers.Dense(self.num_classes, name="head_dist", **head_args)
         spatial = (None, None) if self.dynamic_resolution else self.image_size
         self.build((None, *spatial, self.channels))
 
     def _validate_options(self):
-        if self.classifier not in CLASSIFIERS:
-            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}.")
-        if self.semantics not in SEMANTICS:
-            raise ValueError(f"semantics must be one of {SEMANTICS}, got {self.semantics!r}.")
         if self.classifier == "unpooled" and (self.include_top or self.representation_size):
             raise ValueError(
                 "classifier='unpooled' returns the token sequence and has no "
@@ -233,8 +351,23 @@ class ViT(keras.Model):
             raise ValueError(
                 f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}."
             )
-        if self.channels < 1:
-            raise ValueError(f"channels must be >= 1, got {self.channels}.")
+        if self.classifier == "token" and not self.class_token_enabled:
+            raise ValueError("classifier='token' pools the class token: class_token must be True.")
+        if self.distillation_token and (self.classifier != "token" or self.representation_size):
+            raise ValueError(
+                "distillation_token (DeiT) needs classifier='token' and no representation "
+                f"layer; got classifier={self.classifier!r}, "
+                f"representation_size={self.representation_size}."
+            )
+        if self.fc_norm and self.classifier != "gap":
+            raise ValueError(
+                f"fc_norm normalises the mean of the patch tokens: it needs classifier='gap', "
+                f"got {self.classifier!r}."
+            )
+        if self.posemb == "sincos2d" and self.hidden_size % 4:
+            raise ValueError(
+                f"posemb='sincos2d' needs hidden_size divisible by 4, got {self.hidden_size}."
+            )
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -243,22 +376,33 @@ class ViT(keras.Model):
             self.stem.build(x_shape)
             x_shape = self.stem.compute_output_shape(x_shape)
         self.embedding.build(x_shape)
-        tokens = None
+        patches = None
         if not self.dynamic_resolution:
-            tokens = self.grid_size[0] * self.grid_size[1] + self.num_prefix_tokens
-        token_shape = (None, tokens, self.hidden_size)
-        if self.class_token is not None:
-            self.class_token.build(token_shape)
-        self.position_embedding.build(token_shape)
+            patches = self.grid_size[0] * self.grid_size[1]
+        patch_shape = (None, patches, self.hidden_size)
+        token_shape = (
+            None,
+            None if patches is None else patches + self.num_prefix_tokens,
+            self.hidden_size,
+        )
+        for layer in self.prefix_layers:
+            layer.build(patch_shape)
+        if self.position_embedding is not None:
+            self.position_embedding.build(token_shape if self.posemb == "learn" else patch_shape)
         for block in self.blocks:
             block.build(token_shape)
-        self.encoder_norm.build(token_shape)
+        for norm in (self.encoder_norm, self.pooled_norm):
+            if norm is not None:
+                norm.build(token_shape)
+        if self.map_head is not None:
+            self.map_head.build(patch_shape)
         feature_width = self.hidden_size
         if self.pre_logits is not None:
             self.pre_logits.build((None, self.hidden_size))
             feature_width = self.representation_size
-        if self.head is not None:
-            self.head.build((None, feature_width))
+        for head in (self.head, self.head_dist):
+            if head is not None:
+                head.build((None, feature_width))
         self.built = True
 
     def _check_input_shape(self, shape):
@@ -288,6 +432,41 @@ class ViT(keras.Model):
                 "resized on load) or with dynamic_resolution=True."
             )
 
+    def _checked_spatial(self, images):
+        """``images``, with the fixed size checked at run time where the traced shape is unknown.
+
+        A model without ``dynamic_resolution`` traced with unknown height or
+        width (a ``tf.function`` with ``(None, None, None, C)``) would
+        otherwise crop or resize its way through another size.
+        """
+        if self.dynamic_resolution or None not in tuple(images.shape[1:3]):
+            return images
+        if keras.backend.backend() != "tensorflow":
+            return images
+        import tensorflow as tf
+
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:3],
+            tf.constant(self.image_size, tf.int32),
+            message=(
+                f"ViT was built for {self.image_size[0]}x{self.image_size[1]} images "
+                "(dynamic_resolution=False); got another size"
+            ),
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
+    @property
+    def head_token_indices(self):
+        """Rows of the encoded sequence the head reads: class (and distillation) token, or None.
+
+        None means the head reads a pooling of the patch tokens (gap, MAP,
+        fc_norm). Attention rollout follows these rows.
+        """
+        if self.classifier != "token":
+            return None
+        return (0, 1) if self.distillation_token else (0,)
+
     def embed_patches(self, images, training=False):
         """Pixels to patch embeddings: the stem (hybrids) and ``PatchEncoder``.
 
@@ -302,14 +481,22 @@ class ViT(keras.Model):
         """
         self._check_input_shape(images.shape)
         out = {}
-        x = ops.cast(images, self.compute_dtype)
+        x = self._checked_spatial(ops.cast(images, self.compute_dtype))
         if self.stem is not None:
             x = out["stem"] = self.stem(x, training=training)
         grid_shape = (ops.shape(x)[1] // self.patch_size[0], ops.shape(x)[2] // self.patch_size[1])
         out["patches"] = self.embedding(x)
         return out, grid_shape
 
-    def encode(self, patches, grid_shape, training=False, return_attention=False):
+    def encode(
+        self,
+        patches,
+        grid_shape,
+        training=False,
+        return_attention=False,
+        block_indices=None,
+        stop_early=False,
+    ):
         """Patch embeddings to the encoded sequence: prefix tokens, posemb, blocks, final norm.
 
         Masked patch prediction corrupts ``patches`` between ``embed_patches``
@@ -320,65 +507,195 @@ class ViT(keras.Model):
             patches: tensor ``(B, N, D)`` from ``embed_patches``.
             grid_shape: ``(rows, cols)`` of the patches.
             training: bool. Training mode (dropout, stochastic depth).
-            return_attention: bool. Also return each block's attention
-                weights ``(batch, heads, tokens, tokens)`` as
-                ``attention_{i}`` (explicit, float32 softmax path).
+            return_attention: bool or sequence of block indices. Also return
+                the attention weights ``(batch, heads, tokens, tokens)`` of
+                the chosen blocks (all blocks for True) as ``attention_{i}``
+                (explicit, float32 softmax path).
+            block_indices: None or sequence of block indices (0-based): the
+                blocks whose outputs are returned as ``block_{i}`` (all for
+                None).
+            stop_early: bool. Stop after the last block of ``block_indices``
+                (no ``encoded``).
 
         Returns:
             dict with ``with_posemb`` ``(B, T, D)``, ``block_{i}``
-            ``(B, T, D)``, ``encoded`` ``(B, T, D)`` (``T = prefix + N``)
-            and ``attention_{i}`` when asked.
+            ``(B, T, D)``, ``encoded`` ``(B, T, D)`` (``T = P + N``, P =
+            ``num_prefix_tokens``) and ``attention_{i}`` when asked.
         """
+        chosen = range(self.num_layers) if block_indices is None else block_indices
+        chosen = set(self._block_indices(chosen))
+        attention = set(
+            self._block_indices(
+                range(self.num_layers) if return_attention is True else return_attention or ()
+            )
+        )
+        last = (
+            max(chosen | attention) if stop_early and (chosen | attention) else self.num_layers - 1
+        )
         out = {}
         x = patches
-        if self.class_token is not None:
-            x = self.class_token(x)
-        x = out["with_posemb"] = self.position_embedding(x, grid_shape=grid_shape)
+        if self.posemb in ("learn_grid", "sincos2d"):
+            x = self.position_embedding(x, grid_shape=grid_shape)
+        for layer in self.prefix_layers:
+            x = layer(x)
+        if self.posemb == "learn":
+            x = self.position_embedding(x, grid_shape=grid_shape)
+        x = out["with_posemb"] = ops.cast(x, self.variable_dtype)
         x = self.embedding_dropout(x, training=training)
-        for i, block in enumerate(self.blocks):
-            if return_attention:
+        for i, block in enumerate(self.blocks[: last + 1]):
+            if i in attention:
                 x, out[f"attention_{i}"] = block(x, training=training, return_attention_scores=True)
             else:
                 x = block(x, training=training)
-            out[f"block_{i}"] = x
-        out["encoded"] = self.encoder_norm(x)
+            if i in chosen:
+                out[f"block_{i}"] = x
+        if stop_early and last < self.num_layers - 1:
+            return out
+        out["encoded"] = x if self.encoder_norm is None else self.encoder_norm(x)
         return out
 
-    def forward_intermediates(self, images, training=False, return_attention=False):
+    def _block_indices(self, indices):
+        """Block indices as non-negative ints (negative ones count from the end), checked."""
+        result = []
+        for index in indices:
+            index = integer(index, "block index", -self.num_layers, self.num_layers - 1)
+            result.append(index % self.num_layers if self.num_layers else index)
+        return result
+
+    def pool(self, encoded, training=False, return_attention=False):
+        """The pooled features ``(B, D)`` of the encoded sequence ``(B, P + N, D)``.
+
+        ``token``: the class token (with a distillation token, the pair
+        ``(class, distillation)`` is returned as a tuple of two ``(B, D)``);
+        ``gap``: the mean of the patch tokens (then ``fc_norm``); ``map``: the
+        MAP head over the patch tokens (with ``return_attention``, also its
+        weights ``(B, heads, 1, N)``).
+        """
+        if self.classifier == "token":
+            if self.distillation_token:
+                return encoded[:, 0], encoded[:, 1]
+            return encoded[:, 0]
+        patch_tokens = encoded[:, self.num_prefix_tokens :]
+        if self.classifier == "map":
+            return self.map_head(
+                patch_tokens, training=training, return_attention_scores=return_attention
+            )
+        pooled = ops.mean(patch_tokens, axis=1)
+        return pooled if self.pooled_norm is None else self.pooled_norm(pooled)
+
+    def forward_intermediates(
+        self,
+        images,
+        training=False,
+        return_attention=False,
+        indices=None,
+        output_format="NLC",
+        stop_early=False,
+    ):
         """Runs the model and returns every named stage.
 
         Args:
             images: tensor ``(batch, height, width, channels)`` in [-1, 1].
             training: bool. Training mode (dropout, stochastic depth).
-            return_attention: bool. Also return each block's attention
-                weights ``(batch, heads, tokens, tokens)`` as
-                ``attention_{i}`` (explicit, float32 softmax path).
+            return_attention: bool or sequence of block indices. Attention
+                weights ``(batch, heads, tokens, tokens)`` of the chosen blocks
+                as ``attention_{i}`` (True: the blocks of ``indices``); at high
+                resolution ask for a few blocks only, every layer's weights
+                do not fit in memory. MAP models add ``attention_map``
+                ``(batch, heads, 1, N)``.
+            indices: None (every block), an int ``n`` (the last ``n`` blocks)
+                or a sequence of block indices (negative from the end): the
+                blocks returned as ``block_{i}``.
+            output_format: ``"NLC"`` (``block_{i}`` the whole sequence
+                ``(B, T, D)``) or ``"NHWC"`` (``block_{i}`` the patch tokens as
+                a feature map ``(B, rows, cols, D)`` and ``prefix_{i}`` the
+                prefix tokens ``(B, P, D)``), as dense-prediction heads want.
+            stop_early: bool. Stop after the last chosen block: no
+                ``encoded``, ``pooled`` or ``logits``.
 
         Returns:
             dict of tensors: ``stem`` (hybrids), ``patches`` ``(B, N, D)``,
-            ``with_posemb`` ``(B, T, D)``, ``block_{i}`` ``(B, T, D)``,
-            ``encoded`` ``(B, T, D)``, and unless unpooled ``pooled``
+            ``with_posemb`` ``(B, T, D)``, ``block_{i}``, ``attention_{i}``,
+            ``encoded`` ``(B, T, D)``, ``prefix_tokens`` ``(B, P, D)`` and
+            ``patch_tokens`` (``(B, N, D)``, or ``(B, rows, cols, D)`` for
+            NHWC) of the encoded sequence, and unless unpooled ``pooled``
             ``(B, D)``, ``pre_logits`` ``(B, R or D)``, ``logits`` (with a
-            top).
+            top; DeiT adds ``logits_cls`` and ``logits_dist``).
         """
+        output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
+        block_indices = self._chosen_blocks(indices)
+        if return_attention is True:
+            return_attention = block_indices
         out, grid_shape = self.embed_patches(images, training=training)
-        out.update(self.encode(out["patches"], grid_shape, training, return_attention))
+        out.update(
+            self.encode(
+                out["patches"], grid_shape, training, return_attention, block_indices, stop_early
+            )
+        )
+        if output_format == "NHWC":
+            for i in block_indices:
+                if f"block_{i}" in out:
+                    out[f"prefix_{i}"], out[f"block_{i}"] = self._split_tokens(
+                        out[f"block_{i}"], grid_shape
+                    )
+        if "encoded" not in out:
+            return out
+        encoded = out["encoded"]
+        out["prefix_tokens"] = encoded[:, : self.num_prefix_tokens]
+        out["patch_tokens"] = encoded[:, self.num_prefix_tokens :]
+        if output_format == "NHWC":
+            out["patch_tokens"] = self._split_tokens(encoded, grid_shape)[1]
         if self.classifier == "unpooled":
             return out
-        x = out["encoded"]
-        x = out["pooled"] = x[:, 0] if self.classifier == "token" else ops.mean(x, axis=1)
+        pooled = self.pool(
+            encoded, training, return_attention=bool(return_attention) and self.map_head is not None
+        )
+        if self.map_head is not None and return_attention:
+            pooled, out["attention_map"] = pooled
+        if self.distillation_token:
+            pooled, pooled_dist = pooled
+        x = out["pooled"] = pooled
         if self.pre_logits is not None:
             x = self.pre_logits(x)
         out["pre_logits"] = x
-        if self.head is not None:
-            out["logits"] = self.head(x)
+        if self.head is None:
+            return out
+        out["logits"] = self.head(x)
+        if self.distillation_token:
+            out["logits_cls"], out["logits_dist"] = out["logits"], self.head_dist(pooled_dist)
+            out["pooled_dist"] = pooled_dist
+            logits = (out["logits_cls"] + out["logits_dist"]) / 2.0
+            activation = keras.activations.get(self.classifier_activation)
+            out["logits"] = activation(logits)
         return out
+
+    def _chosen_blocks(self, indices):
+        if indices is None:
+            return list(range(self.num_layers))
+        if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
+            count = integer(indices, "indices", 1, self.num_layers)
+            return list(range(self.num_layers - count, self.num_layers))
+        return self._block_indices(indices)
+
+    def _split_tokens(self, sequence, grid_shape):
+        """``(B, P + N, D)`` -> prefix ``(B, P, D)`` and feature map ``(B, rows, cols, D)``."""
+        prefix = sequence[:, : self.num_prefix_tokens]
+        patches = sequence[:, self.num_prefix_tokens :]
+        rows, cols = grid_shape
+        return prefix, ops.reshape(patches, (ops.shape(patches)[0], rows, cols, self.hidden_size))
 
     def call(self, images, training=False):
         out = self.forward_intermediates(images, training=training)
         if self.classifier == "unpooled":
             return out["encoded"]
         return out["logits"] if self.head is not None else out["pre_logits"]
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict``; an empty batch gives an empty result instead of Keras' error."""
+        if hasattr(x, "shape") and len(x.shape) == 4 and x.shape[0] == 0:
+            shape = self.compute_output_shape(tuple(x.shape))
+            return np.zeros((0, *shape[1:]), dtype="float32")
+        return super().predict(x, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         if self.classifier == "unpooled":
@@ -398,6 +715,7 @@ class ViT(keras.Model):
         }
         for key in _CONFIG_KEYS:
             config[key] = getattr(self, key)
+        config["class_token"] = self.class_token_enabled
         config["classifier_activation"] = (
             keras.activations.serialize(keras.activations.get(self.classifier_activation))
             if callable(self.classifier_activation)
@@ -598,7 +916,7 @@ class ViT(keras.Model):
                     value,
                     copy,
                     copy.posemb_interpolation,
-                    checkpoint_prefix=self.num_prefix_tokens,
+                    checkpoint_prefix=self.position_embedding.num_prefix_tokens,
                     source_grid_shape=self.grid_size,
                 )
             variable.assign(value)
@@ -626,4 +944,15 @@ _CONFIG_KEYS = (
     "resnet_width",
     "posemb_interpolation",
     "dynamic_resolution",
+    "distillation_token",
+    "num_register_tokens",
+    "posemb",
+    "layer_scale_init",
+    "fc_norm",
 )
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)

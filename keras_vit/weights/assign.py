@@ -55,7 +55,7 @@ def assign_tensors(variables, tensors, origin, problems, source, target):
             changed then.
     """
     problems = list(problems)
-    skipped_top = _top_layers_to_skip(variables, tensors, origin)
+    skipped_top = _top_layers_to_skip(variables, tensors, origin, problems)
     values = {}
     for path, variable in variables.items():
         if path.split("/")[0] in skipped_top:
@@ -87,8 +87,12 @@ def assign_tensors(variables, tensors, origin, problems, source, target):
     return {path: origin[path] for path in values}
 
 
-def _top_layers_to_skip(variables, tensors, origin):
-    """Top layers (``pre_logits``, ``head``) left initialised, with warnings."""
+def _top_layers_to_skip(variables, tensors, origin, problems):
+    """Top layers (``pre_logits``, ``head``, ``head_dist``) left initialised, with warnings.
+
+    An incomplete top layer (a bias without its kernel) is a problem, added
+    to ``problems``: it is a damaged file, not a model with new classes.
+    """
     skipped = set()
     model_has = {layer: any(p.startswith(layer + "/") for p in variables) for layer in TOP_LAYERS}
     ckpt_has = {layer: any(p.startswith(layer + "/") for p in tensors) for layer in TOP_LAYERS}
@@ -112,25 +116,42 @@ def _top_layers_to_skip(variables, tensors, origin):
             )
             skipped.add(layer)
             continue
+        own = {p: v for p, v in variables.items() if p.startswith(layer + "/")}
+        missing = sorted(p for p in own if p not in tensors)
+        if missing:  # part of a layer: a corrupt file, not a new head
+            problems.append(
+                f"the checkpoint's {layer!r} layer is incomplete: it has "
+                f"{sorted(origin[p] for p in tensors if p.startswith(layer + '/'))} but no tensor "
+                f"for {missing}"
+            )
+            skipped.add(layer)
+            continue
         mismatched = [
             f"{origin[p]!r} {tuple(tensors[p].shape)} vs model {tuple(v.shape)}"
-            for p, v in variables.items()
-            if p.startswith(layer + "/")
-            and (p not in tensors or tuple(tensors[p].shape) != tuple(v.shape))
+            for p, v in own.items()
+            if tuple(tensors[p].shape) != tuple(v.shape)
         ]
         if mismatched:
-            classes = ""
-            if layer == "head" and "head/bias" in tensors:
-                classes = (
-                    f" (checkpoint: {tensors['head/bias'].shape[0]} classes, "
-                    f"model: {variables['head/bias'].shape[0]})"
-                )
             warnings.warn(
-                f"Not loading the checkpoint's {layer!r} layer, whose shape "
-                f"differs from the model's{classes}: {'; '.join(mismatched)}. "
+                f"Not loading the checkpoint's {layer!r} layer, whose shape differs from the "
+                f"model's{_why_top_differs(layer, tensors, variables)}: {'; '.join(mismatched)}. "
                 f"The model's {layer!r} is left initialised.",
                 KerasVitWarning,
                 stacklevel=5,
             )
             skipped.add(layer)
     return skipped
+
+
+def _why_top_differs(layer, tensors, variables):
+    """`` (checkpoint: 1000 classes, model: 10)``, or what else differs when the classes agree."""
+    bias, kernel = f"{layer}/bias", f"{layer}/kernel"
+    if layer == "pre_logits" or bias not in tensors or bias not in variables:
+        return ""
+    stored, wanted = tensors[bias].shape[0], variables[bias].shape[0]
+    if stored != wanted:
+        return f" (checkpoint: {stored} classes, model: {wanted})"
+    return (
+        f" (both {wanted} classes, but the head's input width differs: checkpoint "
+        f"{tensors[kernel].shape[0]}, model {variables[kernel].shape[0]})"
+    )

@@ -32,6 +32,8 @@ import numpy as np
 _ATTN = "encoderblock_{i}/MultiHeadDotProductAttention_1"
 _MLP = "encoderblock_{i}/MlpBlock_3"
 _UNIT = "resnet/block{s}/unit{u}"
+_MAP = "MAPHead_0"
+_MAP_ATTN = f"{_MAP}/MultiHeadDotProductAttention_0"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,20 @@ def _official_rules():
     for dense in ("Dense_0", "Dense_1"):
         for part in ("kernel", "bias"):
             rules.append(Rule(f"{_MLP}/{dense}/{part}", f"{block}/MlpBlock_3/{dense}/{part}"))
+    # big_vision's MAP head (SigLIP image towers), stored under its own names.
+    rules += [
+        Rule(f"{_MAP}/probe", f"{_MAP}/probe"),
+        Rule(f"{_MAP}/LayerNorm_0/gamma", f"{_MAP}/LayerNorm_0/scale"),
+        Rule(f"{_MAP}/LayerNorm_0/beta", f"{_MAP}/LayerNorm_0/bias"),
+    ]
+    for name in ("query", "key", "value", "out"):
+        for part in ("kernel", "bias"):
+            rules.append(Rule(f"{_MAP_ATTN}/{name}_{part}", f"{_MAP_ATTN}/{name}/{part}"))
+    for dense in ("Dense_0", "Dense_1"):
+        for part in ("kernel", "bias"):
+            rules.append(
+                Rule(f"{_MAP}/MlpBlock_0/{dense}/{part}", f"{_MAP}/MlpBlock_0/{dense}/{part}")
+            )
     rules += [
         Rule("resnet/conv_root/kernel", "conv_root/kernel"),
         Rule("resnet/gn_root/gamma", "gn_root/scale", "vector"),
@@ -164,6 +180,7 @@ def _timm_rules():
         head=dict(head="head", pre_logits="pre_logits.fc"),
         stem=dict(cls="cls_token", pos="pos_embed", patch="patch_embed.proj"),
     )
+    rules += _timm_family_rules()
     backbone = "patch_embed.backbone"
     unit = backbone + ".stages.{s0}.blocks.{u0}"
     rules += [
@@ -183,6 +200,39 @@ def _timm_rules():
             Rule(f"{_UNIT}/{norm}/beta", f"{unit}.{t_norm}.bias"),
         ]
     return tuple(rules)
+
+
+def _timm_family_rules():
+    """timm's ViT-family tensors: DeiT, registers, LayerScale, MAP pooling, fc_norm."""
+    rules = [
+        Rule("dist_token/tokens", "dist_token"),
+        Rule("reg_token/tokens", "reg_token"),
+        Rule("head_dist/kernel", "head_dist.weight", "linear"),
+        Rule("head_dist/bias", "head_dist.bias"),
+        Rule("fc_norm/gamma", "fc_norm.weight"),
+        Rule("fc_norm/beta", "fc_norm.bias"),
+        Rule("encoderblock_{i}/ls1/gamma", "blocks.{i}.ls1.gamma"),
+        Rule("encoderblock_{i}/ls2/gamma", "blocks.{i}.ls2.gamma"),
+        # AttentionPoolLatent: latent = probe, q / kv / proj = the MAP attention.
+        Rule(f"{_MAP}/probe", "attn_pool.latent"),
+        Rule(f"{_MAP_ATTN}/query_kernel", "attn_pool.q.weight", "heads_in"),
+        Rule(f"{_MAP_ATTN}/query_bias", "attn_pool.q.bias", "heads_bias"),
+        Rule(f"{_MAP_ATTN}/out_kernel", "attn_pool.proj.weight", "heads_out"),
+        Rule(f"{_MAP_ATTN}/out_bias", "attn_pool.proj.bias"),
+        Rule(f"{_MAP}/LayerNorm_0/gamma", "attn_pool.norm.weight"),
+        Rule(f"{_MAP}/LayerNorm_0/beta", "attn_pool.norm.bias"),
+    ]
+    for k, name in enumerate(("key", "value")):
+        rules += [
+            Rule(f"{_MAP_ATTN}/{name}_kernel", "attn_pool.kv.weight", "heads_in", (k, 2)),
+            Rule(f"{_MAP_ATTN}/{name}_bias", "attn_pool.kv.bias", "heads_bias", (k, 2)),
+        ]
+    for keras, torch in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+        rules += [
+            Rule(f"{_MAP}/MlpBlock_0/{keras}/kernel", f"attn_pool.mlp.{torch}.weight", "linear"),
+            Rule(f"{_MAP}/MlpBlock_0/{keras}/bias", f"attn_pool.mlp.{torch}.bias"),
+        ]
+    return rules
 
 
 def _hf_rules():
@@ -236,7 +286,7 @@ LINEN_TO_PRE_LINEN = {
 
 # Keras variables that may be left initialised (new classes, dropped
 # representation layer) instead of failing the load.
-TOP_LAYERS = ("pre_logits", "head")
+TOP_LAYERS = ("pre_logits", "head", "head_dist")
 
 # Keras paths of the tensors whose presence tells the architecture.
 POSEMB = "posembed_input/pos_embedding"

@@ -21,7 +21,7 @@ import numpy as np
 import keras
 from keras import ops
 assert keras.backend.backend() == "torch", keras.backend.backend()
-from keras_vit.model.layers import MultiHeadSelfAttention
+from keras_vit.model.blocks import MultiHeadSelfAttention
 from keras_vit import model_from_checkpoint
 
 layer = MultiHeadSelfAttention(4)

@@ -9,6 +9,7 @@ from scipy.special import erf
 
 import keras_vit
 from keras_vit.data.images import load_image, preprocess_input
+from keras_vit.model import blocks as vit_blocks
 from keras_vit.model import layers as vit_layers
 from keras_vit.model import ops as vit_ops
 
@@ -18,9 +19,9 @@ LAYER_CASES = [
     (vit_layers.PatchEncoder(16, 4), (2, 8, 12, 3), (2, 6, 16)),
     (vit_layers.ClassToken(), (2, 5, 16), (2, 6, 16)),
     (vit_layers.AddPositionEmbs((2, 3), 1, "bicubic"), (2, 7, 16), (2, 7, 16)),
-    (vit_layers.MultiHeadSelfAttention(4, 0.1), (2, 7, 16), (2, 7, 16)),
-    (vit_layers.MlpBlock(32, 0.1, True), (2, 7, 16), (2, 7, 16)),
-    (vit_layers.TransformerBlock(4, 32, 0.1, 0.1, 0.1, 1e-12, True), (2, 7, 16), (2, 7, 16)),
+    (vit_blocks.MultiHeadSelfAttention(4, 0.1), (2, 7, 16), (2, 7, 16)),
+    (vit_blocks.MlpBlock(32, 0.1, True), (2, 7, 16), (2, 7, 16)),
+    (vit_blocks.TransformerBlock(4, 32, 0.1, 0.1, 0.1, 1e-12, True), (2, 7, 16), (2, 7, 16)),
 ]
 
 
@@ -51,7 +52,7 @@ def test_patch_encoder_is_a_linear_map_of_each_patch():
 
 
 def test_attention_fast_path_equals_explicit_path():
-    layer = vit_layers.MultiHeadSelfAttention(4)
+    layer = vit_blocks.MultiHeadSelfAttention(4)
     x = rng.normal(size=(2, 9, 16)).astype("float32")
     fast = layer(x)
     explicit, scores = layer(x, return_attention_scores=True)
@@ -60,7 +61,7 @@ def test_attention_fast_path_equals_explicit_path():
 
 
 def test_attention_matches_a_numpy_reference():
-    layer = vit_layers.MultiHeadSelfAttention(2)
+    layer = vit_blocks.MultiHeadSelfAttention(2)
     x = rng.normal(size=(1, 3, 4)).astype("float32")
     layer(x)
     w = {v.name: v.numpy() for v in layer.weights}
@@ -85,7 +86,7 @@ def test_gelu_exact_and_tanh_forms():
 
 
 def test_drop_path_drops_whole_samples_in_training_only():
-    block = vit_layers.TransformerBlock(2, 8, drop_path_rate=0.5)
+    block = vit_blocks.TransformerBlock(2, 8, drop_path_rate=0.5)
     x = rng.normal(size=(64, 3, 4)).astype("float32")
     np.testing.assert_allclose(block(x, training=False), block(x), atol=1e-6)
     trained = block(x, training=True).numpy()
@@ -147,7 +148,7 @@ def test_residual_stream_stays_float32_under_mixed_precision():
         keras.ops.convert_to_numpy(out).astype("float32"), expected, atol=3 * 2.0**-8
     )
 
-    block = vit_layers.TransformerBlock(num_heads=2, mlp_dim=32, dtype="mixed_bfloat16")
+    block = vit_blocks.TransformerBlock(num_heads=2, mlp_dim=32, dtype="mixed_bfloat16")
     y = block(tokens)
     assert y.dtype == "float32"
     # The block adds small branches to the stream: they must survive in it.

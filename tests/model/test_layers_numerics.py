@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_vit import model_from_checkpoint
-from keras_vit.model import layers as vit_layers
+from keras_vit.model import blocks as vit_blocks
 
 from conftest import fixture_case
 
@@ -47,7 +47,7 @@ def numpy_attention(x, w, head_dim):
 def randomised_attention(hidden, heads, seed=0):
     """Attention layer with all weights, biases included, at 1/sqrt(fan-in) scale."""
     rng = np.random.default_rng(seed)
-    layer = vit_layers.MultiHeadSelfAttention(heads)
+    layer = vit_blocks.MultiHeadSelfAttention(heads)
     layer.build((None, None, hidden))
     for variable in layer.weights:
         variable.assign(rng.normal(size=variable.shape) / math.sqrt(hidden))
@@ -104,7 +104,7 @@ def test_fixture_logits_in_compiled_modes(fixtures_dir, mode):
 
 
 def test_mlp_block_keeps_rank_and_matches_numpy():
-    block = vit_layers.MlpBlock(16)
+    block = vit_blocks.MlpBlock(16)
     x = np.random.default_rng(4).normal(size=(2, 3, 5, 8)).astype("float32")  # any leading dims
     out = block(x)
     w0, b0, w1, b1 = (v.numpy() for v in block.weights)

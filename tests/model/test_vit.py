@@ -240,7 +240,7 @@ def test_unknown_variant_lists_known_ones():
         ),
         (dict(classifier="cls"), r"classifier must be one of .*got 'cls'"),
         (dict(semantics="jax"), r"semantics must be one of .*got 'jax'"),
-        (dict(num_classes=0), r"num_classes >= 1, got 0"),
+        (dict(num_classes=0), r"num_classes must be >= 1, got 0"),
         (dict(num_heads=5), r"hidden_size 48 must be divisible by num_heads 5"),
         (dict(posemb_interpolation="nearest"), r"posemb_interpolation must be one of"),
     ],

@@ -1,0 +1,483 @@
+"""Encoder blocks and pooling heads of a Vision Transformer, written with ``keras.ops`` only.
+
+``TransformerBlock`` (pre-LayerNorm: ``x + ls1 * MSA(LN(x))``, ``x + ls2 *
+MLP(LN(x))``, LayerScale optional) from ``MultiHeadSelfAttention``,
+``MlpBlock`` and ``LayerScale``; ``MAPHead``, big_vision's multihead attention
+pooling (a learned probe attends over the tokens).
+
+Weights are in the official layout and named like the checkpoints:
+
+==========================================  ==========================
+official path                               layer / weight
+==========================================  ==========================
+``.../MultiHeadDotProductAttention_1/...``  ``MultiHeadSelfAttention``
+``.../MlpBlock_3/Dense_{0,1}``              ``MlpBlock``
+``Transformer/encoderblock_{i}``            ``TransformerBlock``
+``MAPHead_0/...``                           ``MAPHead``
+==========================================  ==========================
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import initializers, layers, ops
+
+from keras_vit.model.layers import LayerNorm, ResidualStreamInput
+from keras_vit.model.ops import fused_gelu, fused_softmax
+from keras_vit.validation import integer, number
+
+_PACKAGE = "keras_vit"
+_QKV = ("query", "key", "value")
+
+
+def _fan_initializer(initializer, fan_shape):
+    """Initialises a weight as if it were a matrix of ``fan_shape``.
+
+    Attention kernels are stored as ``(hidden, heads, head_dim)``; Glorot
+    must see them as the ``(hidden, heads * head_dim)`` matrix they are.
+    """
+    base = initializers.get(initializer)
+
+    def init(shape, dtype=None):
+        return ops.reshape(base(fan_shape, dtype=dtype), shape)
+
+    return init
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MultiHeadSelfAttention(layers.Layer):
+    """Multi-head self-attention: ``(B, T, D) -> (B, T, D)``.
+
+    Kernels in the official layout: ``query``/``key``/``value`` kernels
+    ``(D, heads, head_dim)`` with biases ``(heads, head_dim)``, ``out``
+    kernel ``(heads, head_dim, D)`` with bias ``(D,)``. The projection is
+    one fused QKV GEMM. Attention then takes one of two paths, both with
+    the softmax in float32 under mixed precision:
+
+    - ``keras.ops.dot_product_attention`` (the fused kernels of the JAX and
+      PyTorch backends, e.g. cuDNN flash attention) when the weights are not
+      asked for and no attention dropout applies;
+    - the explicit head-major path otherwise, and always on the TensorFlow
+      backend: there that op is the same einsum/softmax/einsum (no fused
+      kernel; ``flash_attention`` is rejected) and, in its
+      ``(B, T, heads, head_dim)`` layout, costs four transposes per block
+      instead of two. It returns the weights ``(B, heads, T, T)`` for
+      ``return_attention_scores``.
+
+    Args:
+        num_heads: int. Number of attention heads; must divide ``D``.
+        dropout_rate: float. Dropout on the attention weights in training.
+    """
+
+    def __init__(self, num_heads, dropout_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout = layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        hidden = input_shape[-1]
+        if hidden % self.num_heads:
+            raise ValueError(
+                f"hidden size {hidden} is not divisible by num_heads={self.num_heads}."
+            )
+        head_dim = hidden // self.num_heads
+        qkv_shape = (hidden, self.num_heads, head_dim)
+        glorot_in = _fan_initializer("glorot_uniform", (hidden, hidden))
+        for name in _QKV:
+            kernel = self.add_weight(name=f"{name}_kernel", shape=qkv_shape, initializer=glorot_in)
+            bias = self.add_weight(
+                name=f"{name}_bias",
+                shape=(self.num_heads, head_dim),
+                initializer="zeros",
+            )
+            setattr(self, f"{name}_kernel", kernel)
+            setattr(self, f"{name}_bias", bias)
+        self.out_kernel = self.add_weight(
+            name="out_kernel",
+            shape=(self.num_heads, head_dim, hidden),
+            initializer=_fan_initializer("glorot_uniform", (hidden, hidden)),
+        )
+        self.out_bias = self.add_weight(name="out_bias", shape=(hidden,), initializer="zeros")
+        self.head_dim = head_dim
+
+    def _project(self, x, names=_QKV):
+        """Fused projection: ``(B, T, D) -> (B, T, len(names), heads, head_dim)``.
+
+        The official kernels of ``names`` are concatenated into one
+        ``(D, k D)`` matrix (the query part pre-scaled by ``1 / sqrt(head_dim)``,
+        exact for power-of-two head sizes), so the projection is one 2-D GEMM
+        whose bias add oneDNN fuses, instead of separate batched products.
+        """
+        hidden = self.num_heads * self.head_dim
+        scale = 1.0 / math.sqrt(self.head_dim)
+        kernels, biases = [], []
+        for name in names:
+            kernel = ops.reshape(getattr(self, f"{name}_kernel"), (-1, hidden))
+            bias = ops.reshape(getattr(self, f"{name}_bias"), (hidden,))
+            if name == "query":
+                kernel, bias = kernel * scale, bias * scale
+            kernels.append(kernel)
+            biases.append(bias)
+        kernel = ops.cast(ops.concatenate(kernels, axis=-1), x.dtype)
+        bias = ops.cast(ops.concatenate(biases, axis=0), x.dtype)
+        batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+        projected = ops.matmul(ops.reshape(x, (-1, ops.shape(x)[-1])), kernel) + bias
+        return ops.reshape(projected, (batch, tokens, len(names), self.num_heads, self.head_dim))
+
+    def call(self, x, training=None, return_attention_scores=False, context=None):
+        """Attention of ``x`` over itself, or over ``context`` (keys and values) when given.
+
+        Args:
+            x: tensor ``(B, T, D)``: the queries (and keys and values without
+                ``context``).
+            training: bool. Attention dropout in training.
+            return_attention_scores: bool. Also return the float32 weights
+                ``(B, heads, T, S)``.
+            context: optional tensor ``(B, S, D)``: keys and values (MAP
+                pooling attends from a probe over the tokens).
+
+        Returns:
+            ``(B, T, D)``, and the weights with ``return_attention_scores``.
+        """
+        batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+        hidden = self.num_heads * self.head_dim
+        if context is None:
+            q, k, v = ops.unstack(self._project(x), num=3, axis=2)
+        else:
+            q = self._project(x, ("query",))[:, :, 0]
+            k, v = ops.unstack(
+                ops.cast(self._project(context, ("key", "value")), x.dtype), num=2, axis=2
+            )
+        explicit = (
+            return_attention_scores
+            or (training and self.dropout_rate > 0)
+            or keras.backend.backend() == "tensorflow"
+        )
+        if explicit:  # head-major: (B, heads, tokens, head_dim)
+            q, k, v = (ops.transpose(part, (0, 2, 1, 3)) for part in (q, k, v))
+            logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
+            if return_attention_scores:
+                scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+                probs = ops.cast(scores, v.dtype)
+            else:
+                probs = fused_softmax(logits, training=training)
+            probs = self.attention_dropout(probs, training=training)
+            attended = ops.transpose(ops.einsum("bhqs,bhsk->bhqk", probs, v), (0, 2, 1, 3))
+        else:  # the query is pre-scaled in _project
+            attended = ops.dot_product_attention(q, k, v, scale=1.0)
+        attended = ops.reshape(attended, (-1, hidden))
+        kernel = ops.cast(ops.reshape(self.out_kernel, (hidden, hidden)), x.dtype)
+        out = ops.matmul(attended, kernel) + ops.cast(self.out_bias, x.dtype)
+        out = ops.reshape(out, (batch, tokens, hidden))
+        if return_attention_scores:
+            return out, scores
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "dropout_rate": self.dropout_rate,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MlpBlock(layers.Layer):
+    """Transformer MLP: Dense -> GELU -> dropout -> Dense -> dropout.
+
+    ``(B, T, D) -> (B, T, D)`` through a hidden width ``mlp_dim``. Kernels are
+    Glorot-uniform, biases normal(1e-6), as in the official code.
+
+    Args:
+        mlp_dim: int. Hidden width.
+        dropout_rate: float. Dropout after each Dense in training.
+        approximate_gelu: bool. tanh-approximate GELU (official JAX numerics).
+    """
+
+    def __init__(self, mlp_dim, dropout_rate=0.0, approximate_gelu=False, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.approximate_gelu = bool(approximate_gelu)
+        dense_args = dict(
+            kernel_initializer="glorot_uniform",
+            bias_initializer=initializers.RandomNormal(stddev=1e-6),
+            dtype=self.dtype_policy,
+        )
+        self.dense_0 = layers.Dense(self.mlp_dim, name="Dense_0", **dense_args)
+        self.dense_1 = None
+        self.dense_args = dense_args
+        self.dropout = layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.dense_1 = layers.Dense(input_shape[-1], name="Dense_1", **self.dense_args)
+        self.dense_0.build(input_shape)
+        self.dense_1.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, x, training=None):
+        shape = ops.shape(x)
+        # On 2-D tokens each Dense is one MatMul + BiasAdd, which oneDNN
+        # fuses with the GELU that follows (a 3-D Dense is a Tensordot).
+        x = ops.reshape(x, (-1, shape[-1]))
+        x = fused_gelu(self.dense_0(x), self.approximate_gelu, training=training)
+        x = self.dropout(x, training=training)
+        x = self.dropout(self.dense_1(x), training=training)
+        return ops.reshape(x, shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mlp_dim": self.mlp_dim,
+            "dropout_rate": self.dropout_rate,
+            "approximate_gelu": self.approximate_gelu,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LayerScale(layers.Layer):
+    """Learned per-channel scale of a residual branch: ``(..., D) -> (..., D)``, ``x * gamma``.
+
+    CaiT / DeiT-3 / DINOv2 (timm's ``ls1`` / ``ls2``); ``gamma`` starts at
+    ``init_value``.
+
+    Args:
+        init_value: float > 0. Initial value of every ``gamma``.
+    """
+
+    def __init__(self, init_value=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = number(
+            init_value, "layer_scale_init", minimum=0.0, exclusive_minimum=True
+        )
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            name="gamma",
+            shape=(input_shape[-1],),
+            initializer=initializers.Constant(self.init_value),
+        )
+
+    def call(self, x):
+        return x * ops.cast(self.gamma, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TransformerBlock(ResidualStreamInput, layers.Layer):
+    """Pre-LayerNorm encoder block: ``(B, T, D) -> (B, T, D)``.
+
+    ``x + ls1 * MSA(LN(x))`` then ``x + ls2 * MLP(LN(x))``, with LayerScale
+    ``ls1`` / ``ls2`` only when ``layer_scale_init`` is set, each residual
+    branch passed through stochastic depth (per-sample drop path) in
+    training. Under mixed precision the stream ``x`` stays float32
+    (``ResidualStreamInput``) and the branches, computed in the compute
+    dtype, are added to it.
+
+    Args:
+        num_heads: int. Attention heads.
+        mlp_dim: int. MLP hidden width.
+        dropout_rate: float. Dropout after the attention output and the MLP
+            Dense layers.
+        attention_dropout_rate: float. Dropout on the attention weights.
+        drop_path_rate: float. Probability of dropping a residual branch
+            for a sample (stochastic depth).
+        layer_norm_epsilon: float. LayerNorm epsilon (1e-6 official, 1e-12
+            in Hugging Face checkpoints).
+        approximate_gelu: bool. tanh-approximate GELU.
+        layer_scale_init: float or None. Initial LayerScale of both branches;
+            None for none.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        approximate_gelu=False,
+        layer_scale_init=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.approximate_gelu = bool(approximate_gelu)
+        self.layer_scale_init = None if layer_scale_init is None else float(layer_scale_init)
+        policy = self.dtype_policy
+        self.layer_scales = [
+            LayerScale(self.layer_scale_init, name=name, dtype=policy)
+            for name in (("ls1", "ls2") if self.layer_scale_init is not None else ())
+        ]
+        self.norm_attention = LayerNorm(
+            epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=policy
+        )
+        self.attention = MultiHeadSelfAttention(
+            self.num_heads,
+            self.attention_dropout_rate,
+            name="MultiHeadDotProductAttention_1",
+            dtype=policy,
+        )
+        self.attention_output_dropout = layers.Dropout(self.dropout_rate, dtype=policy)
+        self.norm_mlp = LayerNorm(epsilon=self.layer_norm_epsilon, name="LayerNorm_2", dtype=policy)
+        self.mlp = MlpBlock(
+            self.mlp_dim,
+            self.dropout_rate,
+            self.approximate_gelu,
+            name="MlpBlock_3",
+            dtype=policy,
+        )
+        self.seed_generator = keras.random.SeedGenerator()
+
+    def build(self, input_shape):
+        for layer in (
+            self.norm_attention,
+            self.attention,
+            self.norm_mlp,
+            self.mlp,
+            *self.layer_scales,
+        ):
+            layer.build(input_shape)
+
+    def _scaled(self, index, y):
+        return self.layer_scales[index](y) if self.layer_scales else y
+
+    def _drop_path(self, x, training):
+        if not training or self.drop_path_rate == 0.0:
+            return x
+        keep = 1.0 - self.drop_path_rate
+        noise = keras.random.uniform(
+            (ops.shape(x)[0], 1, 1), seed=self.seed_generator, dtype=x.dtype
+        )
+        return x / keep * ops.floor(keep + noise)
+
+    def call(self, x, training=None, return_attention_scores=False):
+        y = self.attention(
+            self.norm_attention(x),
+            training=training,
+            return_attention_scores=return_attention_scores,
+        )
+        if return_attention_scores:
+            y, scores = y
+        y = self._scaled(0, self.attention_output_dropout(y, training=training))
+        x = x + ops.cast(self._drop_path(y, training), x.dtype)
+        y = self._scaled(1, self.mlp(self.norm_mlp(x), training=training))
+        x = x + ops.cast(self._drop_path(y, training), x.dtype)
+        if return_attention_scores:
+            return x, scores
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "approximate_gelu": self.approximate_gelu,
+            "layer_scale_init": self.layer_scale_init,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MAPHead(layers.Layer):
+    """Multihead attention pooling (big_vision ``MAPHead``): ``(B, N, D) -> (B, D)``.
+
+    A learned probe ``(1, 1, D)`` attends over the tokens (queries from the
+    probe, keys and values from the tokens), then ``x + MLP(LN(x))``; the
+    probe's row is the pooled feature. SigLIP's image towers pool this way
+    (timm: ``attn_pool``). The probe and the sum stay float32 under mixed
+    precision, like the residual stream.
+
+    Args:
+        num_heads: int. Attention heads.
+        mlp_dim: int. MLP hidden width.
+        layer_norm_epsilon: float. LayerNorm epsilon.
+        approximate_gelu: bool. tanh-approximate GELU (big_vision's).
+    """
+
+    def __init__(
+        self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, approximate_gelu=False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = integer(num_heads, "num_heads", minimum=1)
+        self.mlp_dim = integer(mlp_dim, "mlp_dim", minimum=1)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.approximate_gelu = bool(approximate_gelu)
+        policy = self.dtype_policy
+        self.attention = MultiHeadSelfAttention(
+            self.num_heads, name="MultiHeadDotProductAttention_0", dtype=policy
+        )
+        self.norm = LayerNorm(epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=policy)
+        self.mlp = MlpBlock(
+            self.mlp_dim, approximate_gelu=self.approximate_gelu, name="MlpBlock_0", dtype=policy
+        )
+
+    @property
+    def input_dtype(self):
+        return self.variable_dtype
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        self.probe = self.add_weight(
+            name="probe",
+            shape=(1, 1, width),
+            initializer=_fan_initializer("glorot_uniform", (1, width)),
+            autocast=False,
+        )
+        for layer in (self.attention, self.norm, self.mlp):
+            layer.build((None, 1, width))
+
+    def call(self, tokens, training=None, return_attention_scores=False):
+        batch, width = ops.shape(tokens)[0], ops.shape(tokens)[2]
+        probe = ops.broadcast_to(ops.cast(self.probe, tokens.dtype), (batch, 1, width))
+        x = self.attention(
+            ops.cast(probe, self.compute_dtype),
+            training=training,
+            return_attention_scores=return_attention_scores,
+            context=ops.cast(tokens, self.compute_dtype),
+        )
+        if return_attention_scores:
+            x, scores = x
+        x = ops.cast(x, tokens.dtype)
+        x = x + ops.cast(self.mlp(self.norm(x), training=training), x.dtype)
+        pooled = x[:, 0]
+        if return_attention_scores:
+            return pooled, scores
+        return pooled
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "approximate_gelu": self.approximate_gelu,
+        }
