@@ -141,11 +141,19 @@ def _resnet_parameters(resnet_layers, width, channels):
     return count
 
 
-def _encoder_parameters(hidden_size, num_layers, mlp_dim):
-    """Weights of the transformer blocks and the final LayerNorm."""
+def _encoder_parameters(hidden_size, num_layers, mlp_dim, layer_scale):
+    """Weights of the transformer blocks (with LayerScale gammas) and the final LayerNorm."""
     attention = 4 * (hidden_size * hidden_size + hidden_size)
     mlp = 2 * hidden_size * mlp_dim + mlp_dim + hidden_size
-    return num_layers * (attention + mlp + 4 * hidden_size) + 2 * hidden_size
+    scales = 2 * hidden_size if layer_scale else 0
+    return num_layers * (attention + mlp + 4 * hidden_size + scales) + 2 * hidden_size
+
+
+def _map_head_parameters(hidden_size, mlp_dim):
+    """Probe, attention, LayerNorm and MLP of a MAP head."""
+    attention = 4 * (hidden_size * hidden_size + hidden_size)
+    mlp = 2 * hidden_size * mlp_dim + mlp_dim + hidden_size
+    return hidden_size + attention + 2 * hidden_size + mlp
 
 
 def count_parameters(
@@ -155,6 +163,12 @@ def count_parameters(
     *,
     include_top=True,
     classifier="token",
+    class_token=None,
+    distillation_token=False,
+    num_register_tokens=0,
+    posemb="learn",
+    layer_scale_init=None,
+    fc_norm=False,
     representation_size=None,
     channels=3,
     resnet_width=64,
@@ -163,8 +177,9 @@ def count_parameters(
     """Number of weights of a variant, computed from the table (nothing is built).
 
     Equals ``ViT(...).count_params()`` for the same arguments, e.g.
-    ``count_parameters("B/16") == 86_567_656`` and
-    ``count_parameters("R50+B/16") == 98_659_112``.
+    ``count_parameters("B/16") == 86_567_656``,
+    ``count_parameters("R50+B/16") == 98_659_112`` and, for DeiT-B distilled,
+    ``count_parameters("B/16", distillation_token=True) == 87_338_192``.
 
     Args:
         variant: str, e.g. ``"B/16"`` or ``"R50+B/16"``.
@@ -172,7 +187,8 @@ def count_parameters(
             number of position embeddings.
         num_classes: int. Classes of the head.
         include_top: bool. Count the head.
-        classifier: str. ``"token"``, ``"gap"`` or ``"unpooled"``.
+        classifier, class_token, distillation_token, num_register_tokens,
+        posemb, layer_scale_init, fc_norm: as ``keras_vit.ViT``.
         representation_size: int or None. Pre-logits layer width.
         channels: int. Input channels.
         resnet_width: int. Root width of a hybrid's ResNet stem.
@@ -207,17 +223,23 @@ def count_parameters(
         raise ValueError(
             f"image_size {size} is not divisible by the total stride {stride} of {variant!r}."
         )
-    prefix = 0 if classifier == "gap" else 1
-    tokens = prefix + (size[0] // stride[0]) * (size[1] // stride[1])
+    if class_token is None:
+        class_token = classifier in ("token", "unpooled")
+    prefix = int(class_token) + int(distillation_token) + num_register_tokens
+    grid = (size[0] // stride[0]) * (size[1] // stride[1])
+    table = {"learn": prefix + grid, "learn_grid": grid}.get(posemb, 0)
     count += patch[0] * patch[1] * embed_channels * hidden + hidden  # embedding
-    count += prefix * hidden + tokens * hidden  # cls, posembed_input
-    count += _encoder_parameters(hidden, config["num_layers"], config["mlp_dim"])
+    count += prefix * hidden + table * hidden  # prefix tokens, posembed_input
+    count += _encoder_parameters(hidden, config["num_layers"], config["mlp_dim"], layer_scale_init)
     if classifier == "unpooled":
         return count
-    features = hidden
+    if classifier == "map":
+        count += _map_head_parameters(hidden, config["mlp_dim"])
+    features = hidden  # fc_norm replaces the final LayerNorm: the same count
     if representation_size:
         count += hidden * representation_size + representation_size
         features = representation_size
     if include_top:
-        count += features * num_classes + num_classes
+        heads = 2 if distillation_token else 1
+        count += heads * (features * num_classes + num_classes)
     return count

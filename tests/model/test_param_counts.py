@@ -82,3 +82,67 @@ def test_count_parameters_rejects_unknown_overrides_and_bad_sizes():
         count_parameters("R50+B/16", image_size=200)
     with pytest.raises(ValueError, match="Unknown ViT variant"):
         count_parameters("R101+B/16")
+
+
+# The ViT family, counted by timm 1.0.31 (1000 classes unless 0): the numbers.
+FAMILY_COUNTS = {
+    "deit_tiny_distilled_patch16_224": ("Ti/16", dict(distillation_token=True), 5_910_800),
+    "deit_small_distilled_patch16_224": ("S/16", dict(distillation_token=True), 22_436_432),
+    "deit_base_distilled_patch16_224": ("B/16", dict(distillation_token=True), 87_338_192),
+    "deit3_small_patch16_224": (
+        "S/16",
+        dict(layer_scale_init=1e-6, posemb="learn_grid"),
+        22_059_496,
+    ),
+    "deit3_base_patch16_224": (
+        "B/16",
+        dict(layer_scale_init=1e-6, posemb="learn_grid"),
+        86_585_320,
+    ),
+    "vit_small_patch14_dinov2": (
+        "S/14",
+        dict(image_size=518, include_top=False, layer_scale_init=1e-5),
+        22_056_192,
+    ),
+    "vit_small_patch14_reg4_dinov2": (
+        "S/14",
+        dict(
+            image_size=518,
+            include_top=False,
+            layer_scale_init=1e-5,
+            num_register_tokens=4,
+            posemb="learn_grid",
+        ),
+        22_057_344,
+    ),
+    "vit_base_patch14_reg4_dinov2": (
+        "B/14",
+        dict(
+            image_size=518,
+            include_top=False,
+            layer_scale_init=1e-5,
+            num_register_tokens=4,
+            posemb="learn_grid",
+        ),
+        86_582_016,
+    ),
+    "vit_base_patch16_siglip_224": ("B/16", dict(classifier="map", include_top=False), 92_884_224),
+    "vit_base_patch16_reg4_gap_256": (
+        "B/16",
+        dict(
+            image_size=256,
+            classifier="gap",
+            num_register_tokens=4,
+            posemb="learn_grid",
+            fc_norm=True,
+        ),
+        86_615_272,
+    ),
+}
+
+
+@pytest.mark.parametrize("timm_name", FAMILY_COUNTS)
+def test_family_counts_equal_timms_built_and_from_the_table(timm_name):
+    variant, options, expected = FAMILY_COUNTS[timm_name]
+    assert keras_vit.ViT.from_variant(variant, **options).count_params() == expected
+    assert count_parameters(variant, **options) == expected
