@@ -18,6 +18,7 @@ SEMANTICS = ("timm", "official")
 EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "dynamic", "int8")
 STRATEGIES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
+NPZ_LAYOUTS = ("vit_jax", "big_vision")
 
 
 def positive_int(text):

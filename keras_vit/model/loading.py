@@ -21,22 +21,36 @@ from keras_vit.messages import KerasVitWarning
 from keras_vit.model import variants
 from keras_vit.model.posemb import infer_grid_shape, resize_position_embedding
 from keras_vit.weights import (
+    Checkpoint,
     KerasFile,
     assign_tensors,
     checkpoint_config,
     model_variables,
     open_weights,
+    registry_entry,
     to_keras_tensors,
 )
 from keras_vit.weights.mappings import POSEMB
 
-#: Checkpoint facts that become a variant factory's defaults (explicit arguments win).
-CHECKPOINT_DEFAULT_KEYS = (
-    "image_size",
-    "num_classes",
+#: Checkpoint facts about the architecture that become a variant factory's
+#: defaults (explicit arguments win; the depth and widths come from the table).
+ARCHITECTURE_DEFAULT_KEYS = (
     "representation_size",
     "classifier",
+    "class_token",
+    "distillation_token",
+    "num_register_tokens",
+    "posemb",
+    "layer_scale_init",
+    "fc_norm",
     "layer_norm_epsilon",
+)
+#: ... and with them the size, head and numerics (``ViT.from_variant`` arguments).
+CHECKPOINT_DEFAULT_KEYS = (
+    *ARCHITECTURE_DEFAULT_KEYS,
+    "image_size",
+    "num_classes",
+    "include_top",
     "semantics",
     "posemb_interpolation",
 )
@@ -72,6 +86,41 @@ def checkpoint_architecture(checkpoint, num_heads=None, entry=None):
         stride = variants.total_stride(config["patch_size"], config["resnet_layers"])
         config["image_size"] = (grid[0] * stride[0], grid[1] * stride[1])
     return config
+
+
+def variant_defaults(weights, variant, num_heads):
+    """Reads ``weights`` for ``ViT.from_variant(variant)``: the source and the defaults it implies.
+
+    A registry entry is checked against the variant before anything is
+    downloaded; its ``options`` (the ViT arguments of its family) win over
+    what the file's tensors tell, since they also hold what no tensor shows
+    (the GELU the weights were trained with).
+
+    Args:
+        weights: a path, folder, registry name, URL, ``Checkpoint`` or ``KerasFile``.
+        variant: str. The variant being built.
+        num_heads: int. The variant's heads.
+
+    Returns:
+        ``(source, defaults)``: a ``Checkpoint`` or ``KerasFile``, and a dict of
+        ``CHECKPOINT_DEFAULT_KEYS`` (empty for Keras files).
+
+    Raises:
+        ValueError: for a registry entry of another variant.
+    """
+    entry = registry_entry(weights)
+    if entry is not None and entry.variant != variant:  # before any download
+        raise ValueError(
+            f"Weights {weights!r} are for ViT-{entry.variant}, not ViT-{variant}; "
+            f"use keras_vit.{variants.factory_name(entry.variant)}(weights={weights!r})."
+        )
+    source, entry = open_weights(weights)
+    if not isinstance(source, Checkpoint):
+        return source, {}
+    architecture = checkpoint_architecture(source, num_heads, entry)
+    defaults = {key: architecture[key] for key in CHECKPOINT_DEFAULT_KEYS}
+    defaults.update(getattr(entry, "options", None) or {})
+    return source, defaults
 
 
 def fit_position_embedding(
@@ -230,7 +279,14 @@ def load_weights(model, weights, posemb_interpolation=None):
     """
     source, _ = open_weights(weights)
     if isinstance(source, KerasFile):
-        model.load_weights(source.path)
+        try:
+            model.load_weights(source.path)
+        except ValueError as err:
+            raise ValueError(
+                f"{source.path} does not fit the model {model.name!r} ({err}). A .keras file "
+                "holds its own architecture: load it with keras_vit.model_from_checkpoint(path) "
+                "(keras-vit convert without --variant)."
+            ) from None
     else:
         load_checkpoint(model, source, posemb_interpolation)
     return model

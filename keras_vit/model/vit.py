@@ -41,7 +41,7 @@ from keras_vit.model.layers import (
 from keras_vit.model.posemb import POSEMB_INTERPOLATIONS
 from keras_vit.model.resnet import ResNetStem
 from keras_vit.validation import choice, integer, number, pair
-from keras_vit.weights import Checkpoint, KerasFile, model_variables, open_weights, registry_entry
+from keras_vit.weights import KerasFile, model_variables, open_weights
 
 CLASSIFIERS = ("token", "gap", "map", "unpooled")
 SEMANTICS = ("timm", "official")
@@ -737,7 +737,7 @@ class ViT(keras.Model):
         cls,
         variant,
         weights=None,
-        include_top=True,
+        include_top=None,
         input_shape=None,
         image_size=None,
         num_classes=None,
@@ -764,7 +764,8 @@ class ViT(keras.Model):
                 ``.npz``, timm or Hugging Face ``.safetensors`` file or folder;
                 a name of ``keras_vit.weights.REGISTRY`` (downloaded once); or
                 a URL.
-            include_top: bool. Keep the classification head.
+            include_top: bool or None. Keep the classification head; None:
+                yes, unless ``weights`` has none (DINOv2, SigLIP towers).
             input_shape: optional ``(height, width, channels)``.
             image_size: optional int or (int, int); default 224 (or the
                 checkpoint's resolution).
@@ -803,19 +804,10 @@ class ViT(keras.Model):
             overrides.setdefault("channels", input_shape[2])
         source, defaults = None, {}
         if weights is not None:
-            entry = registry_entry(weights)
-            if entry is not None and entry.variant != variant:  # before any download
-                raise ValueError(
-                    f"Weights {weights!r} are for ViT-{entry.variant}, not ViT-{variant}; "
-                    f"use keras_vit.{variants.factory_name(entry.variant)}(weights={weights!r})."
-                )
-            source, entry = open_weights(weights)
-            if isinstance(source, Checkpoint):
-                architecture = loading.checkpoint_architecture(source, config["num_heads"], entry)
-                defaults = {key: architecture[key] for key in loading.CHECKPOINT_DEFAULT_KEYS}
+            source, defaults = loading.variant_defaults(weights, variant, config["num_heads"])
         if overrides.get("classifier") == "unpooled":
             defaults.pop("representation_size", None)
-        for key in ("representation_size", "classifier", "layer_norm_epsilon"):
+        for key in loading.ARCHITECTURE_DEFAULT_KEYS:
             if key in defaults:
                 overrides.setdefault(key, defaults[key])
         config.update(overrides)
@@ -823,6 +815,8 @@ class ViT(keras.Model):
             image_size = defaults.get("image_size") or 224
         if num_classes is None:
             num_classes = defaults.get("num_classes") or 1000
+        if include_top is None:
+            include_top = defaults.get("include_top", True)
         model = cls(
             image_size=image_size,
             num_classes=num_classes,

@@ -10,6 +10,7 @@ other path: a Hugging Face folder (``model.safetensors`` + ``config.json``).
 from __future__ import annotations
 
 from keras_vit_cli._common import (
+    NPZ_LAYOUTS,
     POSEMB_INTERPOLATIONS,
     SEMANTICS,
     add_image_size_argument,
@@ -46,6 +47,12 @@ def add_arguments(parser):
     parser.add_argument(
         "--num-heads", type=positive_int, help="attention heads, if the checkpoint cannot tell"
     )
+    parser.add_argument(
+        "--npz-layout",
+        choices=NPZ_LAYOUTS,
+        default="vit_jax",
+        help="layout of an .npz destination: vit_jax (official, AugReg) or big_vision",
+    )
 
 
 def _model_arguments(args):
@@ -73,14 +80,14 @@ def build_model(args):
     return ViT.from_checkpoint(args.src, num_heads=args.num_heads, **kwargs)
 
 
-def write(model, dst):
+def write(model, dst, npz_layout="vit_jax"):
     """Writes ``model`` to ``dst`` in the format its suffix names."""
     from keras_vit.weights import save_huggingface, save_keras, save_official_npz
 
     if dst.endswith((".keras", ".weights.h5")):
         return save_keras(model, dst), "Keras"
     if dst.endswith(".npz"):
-        return save_official_npz(model, dst), "official .npz"
+        return save_official_npz(model, dst, npz_layout), f"official .npz ({npz_layout} layout)"
     return save_huggingface(model, dst), "Hugging Face"
 
 
@@ -93,7 +100,7 @@ def run(args):
         model = build_model(args)
         bar.update()
         bar.set_postfix_str("writing")
-        path, kind = write(model, args.dst)
+        path, kind = write(model, args.dst, args.npz_layout)
         bar.update()
     print(
         f"Wrote {kind} {path}: {model.name}, image size {model.image_size}, "

@@ -25,12 +25,14 @@ def test_the_choices_of_the_options_are_the_librarys():
     from keras_vit.model.posemb import POSEMB_INTERPOLATIONS
     from keras_vit.model.vit import SEMANTICS
     from keras_vit.train.strategies import STRATEGIES
+    from keras_vit.weights.writers import NPZ_LAYOUTS
 
     assert _common.POSEMB_INTERPOLATIONS == POSEMB_INTERPOLATIONS
     assert _common.SEMANTICS == SEMANTICS
     assert _common.EXPORT_FORMATS == FORMATS
     assert QUANTIZATIONS[1:] == _common.QUANTIZATIONS  # float32 is always written
     assert _common.STRATEGIES == STRATEGIES
+    assert _common.NPZ_LAYOUTS == NPZ_LAYOUTS
 
 
 def test_help_imports_neither_keras_vit_nor_tensorflow():

@@ -10,6 +10,7 @@ final token sequence, at the native size and at the second size.
 import numpy as np
 import pytest
 
+import keras_vit
 from keras_vit import model_from_checkpoint
 from keras_vit.messages import KerasVitWarning
 from keras_vit.model.posemb import sincos_position_embedding
@@ -128,3 +129,34 @@ def test_fc_norm_pools_the_patch_tokens_then_normalises(fixtures_dir):
     assert (model.classifier, model.fc_norm, model.class_token_enabled) == ("gap", True, True)
     assert model.encoder_norm is None
     assert_matches(model, ref)
+
+
+def test_a_variant_factory_takes_the_family_options_from_the_file(fixtures_dir):
+    _, ref = fixture_case("deit_distilled")
+    tiny = dict(hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192, patch_size=8)
+    model = keras_vit.ViT.from_variant(
+        "Ti/16", weights=fixtures_dir / "deit_distilled" / "timm.safetensors", **tiny
+    )
+    assert model.distillation_token and model.image_size == (32, 32)
+    assert max_diff(model(ref["inputs"]), ref["logits"]) <= TOL
+    registers = keras_vit.ViT.from_variant(
+        "Ti/16", weights=fixtures_dir / "vit_registers_layerscale" / "timm.safetensors", **tiny
+    )
+    assert (registers.num_register_tokens, registers.posemb) == (4, "learn_grid")
+
+
+def test_a_checkpoint_without_head_builds_a_feature_model_unless_asked(fixtures_dir, tmp_path):
+    from keras_vit.weights import save_official_npz
+
+    _, ref = fixture_case("vit_map_head")
+    features = load(fixtures_dir, "vit_map_head", "big_vision.npz", include_top=False)
+    save_official_npz(features, tmp_path / "headless.npz")
+    tiny = dict(hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192, patch_size=8)
+    default = keras_vit.ViT.from_variant("Ti/16", weights=tmp_path / "headless.npz", **tiny)
+    assert default.head is None and default.classifier == "map"
+    assert max_diff(default(ref["inputs"]), ref["features"]) <= TOL
+    with pytest.warns(KerasVitWarning, match="no 'head' layer"):
+        classifier = keras_vit.ViT.from_variant(
+            "Ti/16", weights=tmp_path / "headless.npz", include_top=True, num_classes=3, **tiny
+        )
+    assert classifier.head.kernel.shape == (48, 3)
