@@ -192,6 +192,35 @@ def fit_position_embedding(
     )
 
 
+def _architecture_difference(checkpoint, model):
+    """One sentence on how the checkpoint's architecture differs from the model's, or None."""
+    try:
+        facts = checkpoint_config(checkpoint)
+    except ValueError:
+        return None
+    keys = ("hidden_size", "num_layers", "patch_size", "mlp_dim", "num_prefix_tokens")
+    facts["num_prefix_tokens"] = (
+        int(facts["class_token"]) + int(facts["distillation_token"]) + facts["num_register_tokens"]
+    )
+    facts["patch_size"] = tuple(facts["patch_size"])
+    ours = {key: getattr(model, key) for key in keys}
+    if all(facts[key] == ours[key] for key in keys):
+        return None
+
+    def describe(config):
+        rows, cols = config["patch_size"]
+        return (
+            f"hidden {config['hidden_size']}, {config['num_layers']} layers, patch "
+            f"{rows}x{cols}, MLP {config['mlp_dim']}, {config['num_prefix_tokens']} prefix token(s)"
+        )
+
+    return (
+        f"the checkpoint is {describe(facts)}; the model is {describe(ours)}. Build the model "
+        "the checkpoint describes with keras_vit.model_from_checkpoint(path) (or the matching "
+        "factory with the checkpoint's options)."
+    )
+
+
 def _prefix_tokens(tensors):
     """Prefix tokens (class, distillation, registers) of a checkpoint's model."""
     count = sum(name in tensors for name in ("cls/cls", "dist_token/tokens"))
@@ -241,6 +270,7 @@ def load_checkpoint(model, checkpoint, posemb_interpolation=None):
         problems,
         source=f"Checkpoint {checkpoint.path or '(in memory)'} ({checkpoint.format} format)",
         target=model.name,
+        lead=lambda: _architecture_difference(checkpoint, model),
     )
     if checkpoint.ignored:
         shown = sorted(

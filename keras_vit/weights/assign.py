@@ -26,7 +26,11 @@ def model_variables(model):
     return {v.path[len(prefix) :]: v for v in model.weights if v.path.startswith(prefix)}
 
 
-def assign_tensors(variables, tensors, origin, problems, source, target):
+#: Problems listed in full in a mismatch error; the rest are counted.
+MAX_LISTED = 20
+
+
+def assign_tensors(variables, tensors, origin, problems, source, target, lead=None):
     """Validates every tensor against ``variables``, then assigns them all.
 
     Head handling: a top layer (``pre_logits``, ``head``) whose shape differs
@@ -45,6 +49,9 @@ def assign_tensors(variables, tensors, origin, problems, source, target):
         source: str. What the tensors came from (``"Checkpoint x.npz
             (official format)"``).
         target: str. The model's name.
+        lead: callable or None. Called only when something does not fit, for
+            one sentence put before the list (what differs between the
+            checkpoint's architecture and the model's).
 
     Returns:
         dict ``{path: checkpoint name}`` of the assigned variables.
@@ -55,7 +62,7 @@ def assign_tensors(variables, tensors, origin, problems, source, target):
             changed then.
     """
     problems = list(problems)
-    skipped_top = _top_layers_to_skip(variables, tensors, origin, problems)
+    skipped_top, notices = _top_layers_to_skip(variables, tensors, origin, problems)
     values = {}
     for path, variable in variables.items():
         if path.split("/")[0] in skipped_top:
@@ -79,21 +86,31 @@ def assign_tensors(variables, tensors, origin, problems, source, target):
                 f"(would be {path!r}; the model has no such variable)"
             )
     if problems:
-        raise CheckpointMismatchError(
-            f"{source} does not fit model {target!r}:\n  - " + "\n  - ".join(problems)
-        )
+        listed = problems[:MAX_LISTED]
+        if len(problems) > MAX_LISTED:
+            listed.append(f"... and {len(problems) - MAX_LISTED} more")
+        head = f"{source} does not fit model {target!r}"
+        summary = lead() if lead else None
+        head += f": {summary}\nDetails" if summary else ""
+        raise CheckpointMismatchError(f"{head}:\n  - " + "\n  - ".join(listed))
+    for notice in notices:  # only for a load that goes ahead
+        warnings.warn(notice, KerasVitWarning, stacklevel=4)
     for path, value in values.items():
         variables[path].assign(value.astype(variables[path].dtype))
     return {path: origin[path] for path in values}
 
 
 def _top_layers_to_skip(variables, tensors, origin, problems):
-    """Top layers (``pre_logits``, ``head``, ``head_dist``) left initialised, with warnings.
+    """Top layers (``pre_logits``, ``head``, ``head_dist``) left initialised, and why.
 
     An incomplete top layer (a bias without its kernel) is a problem, added
     to ``problems``: it is a damaged file, not a model with new classes.
+
+    Returns:
+        ``(skipped layers, notices)``: the notices are warned once the load
+        goes ahead.
     """
-    skipped = set()
+    skipped, notices = set(), []
     model_has = {layer: any(p.startswith(layer + "/") for p in variables) for layer in TOP_LAYERS}
     ckpt_has = {layer: any(p.startswith(layer + "/") for p in tensors) for layer in TOP_LAYERS}
     if ckpt_has["pre_logits"] and not model_has["pre_logits"]:
@@ -104,15 +121,13 @@ def _top_layers_to_skip(variables, tensors, origin, problems):
         if model_has["head"] and ckpt_has["head"]:
             skipped.add("head")
             message += "; its head, trained on those features, is not loaded either"
-        warnings.warn(message + ".", KerasVitWarning, stacklevel=5)
+        notices.append(message + ".")
     for layer in TOP_LAYERS:
         if not model_has[layer] or layer in skipped:
             continue
         if not ckpt_has[layer]:
-            warnings.warn(
-                f"The checkpoint has no {layer!r} layer; the model's is left initialised.",
-                KerasVitWarning,
-                stacklevel=5,
+            notices.append(
+                f"The checkpoint has no {layer!r} layer; the model's is left initialised."
             )
             skipped.add(layer)
             continue
@@ -132,15 +147,13 @@ def _top_layers_to_skip(variables, tensors, origin, problems):
             if tuple(tensors[p].shape) != tuple(v.shape)
         ]
         if mismatched:
-            warnings.warn(
+            notices.append(
                 f"Not loading the checkpoint's {layer!r} layer, whose shape differs from the "
                 f"model's{_why_top_differs(layer, tensors, variables)}: {'; '.join(mismatched)}. "
-                f"The model's {layer!r} is left initialised.",
-                KerasVitWarning,
-                stacklevel=5,
+                f"The model's {layer!r} is left initialised."
             )
             skipped.add(layer)
-    return skipped
+    return skipped, notices
 
 
 def _why_top_differs(layer, tensors, variables):
