@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from keras_vit.model.posemb import sincos_position_embedding
+
 #: Number of principal components shown by default (as in the paper).
 NUM_FILTER_COMPONENTS = 28
 
@@ -99,23 +101,28 @@ def _check_attention(attention, grid_shape, num_prefix_tokens):
     return attention
 
 
-def attention_rollout(attentions, grid_shape, num_prefix_tokens=1):
+def attention_rollout(attentions, grid_shape, num_prefix_tokens=1, output_tokens=None):
     """Attention rollout (Abnar & Zuidema, 2020; paper Appendix D.8).
 
     Per layer the heads are averaged, the identity is added for the
     residual connection and the rows are renormalised to sum to 1; the
-    layers are then multiplied, first layer rightmost. The output token's
-    row gives the map: the class token's row with a class token; for a
-    ``gap`` model (no prefix token) the mean of all rows, since its output
-    is the mean of all tokens. Only the columns of the patch tokens are
-    kept.
+    layers are then multiplied, first layer rightmost. The rows of the
+    tokens the head reads give the map (``output_tokens``): the class
+    token's row (with DeiT's distillation token, the mean of both rows);
+    for a model that pools the patch tokens (``gap``, MAP, ``fc_norm``) the
+    mean of the patch rows, since its output is made of all of them.
+    Register tokens are never an output. Only the columns of the patch
+    tokens are kept.
 
     Args:
         attentions: list of arrays ``(batch, heads, tokens, tokens)``, one
             per layer in order.
         grid_shape: ``(rows, cols)`` patch grid.
-        num_prefix_tokens: int. Leading non-patch tokens (1 with a class
-            token, 0 for ``gap``).
+        num_prefix_tokens: int. Leading non-patch tokens (class,
+            distillation and register tokens; 0 for a plain ``gap`` model).
+        output_tokens: None, a sequence of row indices, or ``"patches"``
+            (the mean of the patch rows). None: ``(0,)`` with prefix tokens,
+            the patch rows without. ``rollout_rows(model)`` gives a model's.
 
     Returns:
         float64 array ``(batch, rows, cols)``: the share of the output
@@ -130,9 +137,21 @@ def attention_rollout(attentions, grid_shape, num_prefix_tokens=1):
         layer = layer + np.eye(layer.shape[-1])
         layer = layer / layer.sum(axis=-1, keepdims=True)
         joint = layer if joint is None else layer @ joint
-    output_rows = joint[:, :num_prefix_tokens] if num_prefix_tokens else joint
-    relevance = output_rows.mean(axis=1)[:, num_prefix_tokens:]
+    if output_tokens is None:
+        output_tokens = (0,) if num_prefix_tokens else "patches"
+    if isinstance(output_tokens, str):
+        if output_tokens != "patches":
+            raise ValueError(
+                f"output_tokens must be row indices or 'patches', got {output_tokens!r}."
+            )
+        output_tokens = range(num_prefix_tokens, joint.shape[1])
+    relevance = joint[:, list(output_tokens)].mean(axis=1)[:, num_prefix_tokens:]
     return relevance.reshape(-1, *grid_shape)
+
+
+def rollout_rows(model):
+    """The rows ``attention_rollout`` follows for ``model``: its head's tokens, or ``"patches"``."""
+    return model.head_token_indices or "patches"
 
 
 def patch_distances(grid_shape, stride):
@@ -184,14 +203,24 @@ def mean_attention_distance(attentions, grid_shape, stride, num_prefix_tokens=1)
 
 
 def position_embedding_of(model):
-    """The learned position embedding of a ``ViT`` at its own grid.
+    """The position embedding of a ``ViT`` at its own grid: learned, or the sin-cos table.
 
     Returns:
         ``(posemb, grid_shape, num_prefix_tokens)`` with ``posemb`` float32
-        ``(tokens, hidden)``.
+        ``(tokens, hidden)`` and the prefix entries it holds (none for
+        ``posemb="learn_grid"`` and ``"sincos2d"``).
+
+    Raises:
+        ValueError: for a model without position embeddings (``posemb="none"``).
     """
+    if model.posemb == "none":
+        raise ValueError("The model has no position embeddings (posemb='none').")
+    grid = tuple(model.grid_size)
+    if model.posemb == "sincos2d":
+        table = sincos_position_embedding(grid, model.hidden_size)
+        return ops.convert_to_numpy(table)[0].astype("float32"), grid, 0
     posemb = ops.convert_to_numpy(model.position_embedding.pos_embedding)[0]
-    return posemb.astype("float32"), tuple(model.grid_size), model.num_prefix_tokens
+    return posemb.astype("float32"), grid, model.position_embedding.num_prefix_tokens
 
 
 def position_embedding_similarity(posemb, grid_shape, num_prefix_tokens=1):

@@ -85,7 +85,9 @@ def run(args):
         batch = paths[start : start + args.batch_size]
         images = preprocess_input(np.stack([load_image(p, size, model.channels) for p in batch]))
         attentions, grid = inspection.model_attentions(model, images)
-        maps = inspection.attention_rollout(attentions, grid, model.num_prefix_tokens)
+        maps = inspection.attention_rollout(
+            attentions, grid, model.num_prefix_tokens, inspection.rollout_rows(model)
+        )
         distances.append(
             inspection.mean_attention_distance(
                 attentions, grid, model.stride, model.num_prefix_tokens

@@ -12,6 +12,8 @@ import keras_vit
 from keras_vit.analysis import inspection, plots
 from keras_vit_cli.main import main
 
+from conftest import fixture_case
+
 TINY = dict(image_size=32, patch_size=8, hidden_size=24, num_layers=2, num_heads=2, mlp_dim=48)
 
 
@@ -290,3 +292,50 @@ def test_attention_and_rollout_match_transformers(fixtures_dir):
         joint[:, 0, 1:].reshape(4, 4, 4).numpy(),
         atol=1e-6,
     )
+
+
+def _numpy_rollout(attentions, rows, prefix):
+    """Rollout written out: head mean, + identity, row-normalise, multiply; then ``rows``."""
+    joint = None
+    for attention in attentions:
+        layer = attention.mean(axis=1) + np.eye(attention.shape[-1])
+        layer = layer / layer.sum(axis=-1, keepdims=True)
+        joint = layer if joint is None else np.einsum("bij,bjk->bik", layer, joint)
+    return joint[:, rows].mean(axis=1)[:, prefix:]
+
+
+def test_rollout_follows_the_head_tokens_never_the_registers():
+    rng = np.random.default_rng(5)
+    grid, prefix = (2, 3), 4  # class, distillation, 2 registers
+    tokens = prefix + 6
+    logits = rng.normal(size=(2, 3, 2, tokens, tokens))
+    attentions = list(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+    deit = inspection.attention_rollout(attentions, grid, prefix, output_tokens=(0, 1))
+    np.testing.assert_allclose(deit.reshape(3, -1), _numpy_rollout(attentions, [0, 1], prefix))
+    pooled = inspection.attention_rollout(attentions, grid, prefix, output_tokens="patches")
+    expected = _numpy_rollout(attentions, list(range(prefix, tokens)), prefix)
+    np.testing.assert_allclose(pooled.reshape(3, -1), expected)
+    assert not np.allclose(deit, pooled)
+    with pytest.raises(ValueError, match="output_tokens must be row indices or 'patches'"):
+        inspection.attention_rollout(attentions, grid, prefix, output_tokens="cls")
+
+
+def test_rollout_rows_and_position_tables_of_the_family():
+    tiny = dict(image_size=32, patch_size=8, hidden_size=48, num_layers=1, num_heads=4, mlp_dim=96)
+    deit = keras_vit.ViT(**tiny, num_classes=3, distillation_token=True)
+    registers = keras_vit.ViT(**tiny, num_classes=3, num_register_tokens=4, posemb="learn_grid")
+    sincos = keras_vit.ViT(**tiny, num_classes=3, classifier="gap", posemb="sincos2d")
+    assert inspection.rollout_rows(deit) == (0, 1)
+    assert inspection.rollout_rows(registers) == (0,)
+    assert inspection.rollout_rows(sincos) == "patches"
+    assert inspection.position_embedding_of(deit)[0].shape == (18, 48)
+    table, grid, prefix = inspection.position_embedding_of(registers)
+    assert (table.shape, grid, prefix) == ((16, 48), (4, 4), 0)
+    _, reference = fixture_case("vit_sincos_gap")
+    table, _, prefix = inspection.position_embedding_of(sincos)
+    np.testing.assert_allclose(table, reference["pos_embedding"][0], atol=1e-6)
+    none = keras_vit.ViT(**tiny, num_classes=3, classifier="gap", posemb="none")
+    with pytest.raises(ValueError, match="no position embeddings"):
+        inspection.position_embedding_of(none)
+    attentions, grid = inspection.model_attentions(registers, np.zeros((1, 32, 32, 3), "float32"))
+    assert attentions[0].shape == (1, 4, 21, 21) and grid == (4, 4)
