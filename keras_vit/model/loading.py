@@ -35,6 +35,8 @@ from keras_vit.weights.mappings import POSEMB
 #: Checkpoint facts about the architecture that become a variant factory's
 #: defaults (explicit arguments win; the depth and widths come from the table).
 ARCHITECTURE_DEFAULT_KEYS = (
+    "input_mean",
+    "input_std",
     "representation_size",
     "classifier",
     "class_token",
@@ -118,9 +120,22 @@ def variant_defaults(weights, variant, num_heads):
     if not isinstance(source, Checkpoint):
         return source, {}
     architecture = checkpoint_architecture(source, num_heads, entry)
-    defaults = {key: architecture[key] for key in CHECKPOINT_DEFAULT_KEYS}
+    defaults = {key: architecture[key] for key in CHECKPOINT_DEFAULT_KEYS if key in architecture}
     defaults.update(getattr(entry, "options", None) or {})
+    defaults.update(_entry_normalisation(entry))
     return source, defaults
+
+
+#: ``x / 127.5 - 1`` as a ``(mean, std)`` on [0, 1] pixels: keras-vit's own convention.
+_UNIT_RANGE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _entry_normalisation(entry):
+    """``input_mean`` / ``input_std`` of a registry entry trained on another normalisation."""
+    mean, std = getattr(entry, "mean", None), getattr(entry, "std", None)
+    if mean is None or (tuple(mean), tuple(std)) == _UNIT_RANGE:
+        return {}
+    return {"input_mean": tuple(mean), "input_std": tuple(std)}
 
 
 def fit_position_embedding(

@@ -123,6 +123,12 @@ class ViT(keras.Model):
         dynamic_resolution: bool. Accept any input size divisible by the
             total stride; the position embeddings are resized (or, for
             sin-cos, recomputed) in the graph.
+        input_mean, input_std: sequences of ``channels`` floats, or None.
+            The input normalisation the weights were trained with, on
+            [0, 1] pixels (ImageNet's for DeiT and DINOv2). The model still
+            takes [-1, 1] images like every keras-vit model, and applies
+            ``((x + 1) / 2 - mean) / std`` first; None (the Google and
+            big_vision checkpoints) leaves them as they are.
     """
 
     def __init__(
@@ -154,6 +160,8 @@ class ViT(keras.Model):
         posemb="learn",
         layer_scale_init=None,
         fc_norm=False,
+        input_mean=None,
+        input_std=None,
         name="vit",
         **kwargs,
     ):
@@ -209,6 +217,7 @@ class ViT(keras.Model):
             else number(layer_scale_init, "layer_scale_init", 0.0, exclusive_minimum=True)
         )
         self.fc_norm = _flag(fc_norm, "fc_norm")
+        self.input_mean, self.input_std = _normalisation(input_mean, input_std, self.channels)
         self._validate_options()
 
         policy = self.dtype_policy
@@ -482,6 +491,10 @@ class ViT(keras.Model):
         self._check_input_shape(images.shape)
         out = {}
         x = self._checked_spatial(ops.cast(images, self.compute_dtype))
+        if self.input_mean is not None:  # [-1, 1] -> the weights' own normalisation
+            mean = ops.cast(np.asarray(self.input_mean, "float32"), x.dtype)
+            std = ops.cast(np.asarray(self.input_std, "float32"), x.dtype)
+            x = ((x + 1.0) * 0.5 - mean) / std
         if self.stem is not None:
             x = out["stem"] = self.stem(x, training=training)
         grid_shape = (ops.shape(x)[1] // self.patch_size[0], ops.shape(x)[2] // self.patch_size[1])
@@ -943,6 +956,8 @@ _CONFIG_KEYS = (
     "posemb",
     "layer_scale_init",
     "fc_norm",
+    "input_mean",
+    "input_std",
 )
 
 
@@ -950,3 +965,24 @@ def _flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}.")
     return bool(value)
+
+
+def _normalisation(mean, std, channels):
+    """``(mean, std)`` as tuples of ``channels`` floats (std > 0), or ``(None, None)``."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise ValueError("input_mean and input_std go together: pass both or neither.")
+    values = []
+    for name, given in (("input_mean", mean), ("input_std", std)):
+        if (
+            isinstance(given, (str, bytes))
+            or not hasattr(given, "__len__")
+            or len(given) != channels
+        ):
+            raise ValueError(f"{name} must be a sequence of {channels} numbers, got {given!r}.")
+        minimum = 0.0 if name == "input_std" else None
+        values.append(
+            tuple(number(v, name, minimum, exclusive_minimum=name == "input_std") for v in given)
+        )
+    return values[0], values[1]

@@ -147,3 +147,21 @@ def test_an_empty_batch_through_predict():
     assert model.predict(np.zeros((0, 32, 32, 3), "float32"), verbose=0).shape == (0, 5)
     features = keras_vit.ViT(**TINY, include_top=False)
     assert features.predict(np.zeros((0, 32, 32, 3), "float32"), verbose=0).shape == (0, 48)
+
+
+def test_input_normalisation_of_the_weights_applies_inside_the_model():
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    plain = randomised(keras_vit.ViT(**TINY, num_classes=5))
+    imagenet = keras_vit.ViT(**TINY, num_classes=5, input_mean=mean, input_std=std)
+    imagenet.set_weights(plain.get_weights())
+    x = images()
+    normalised = ((x + 1) / 2 - np.asarray(mean, "float32")) / np.asarray(std, "float32")
+    np.testing.assert_allclose(imagenet(x), plain(normalised), atol=1e-5)
+    again = keras_vit.ViT.from_config(imagenet.get_config())
+    assert (again.input_mean, again.input_std) == (mean, std)
+    with pytest.raises(ValueError, match="input_mean and input_std go together"):
+        keras_vit.ViT(**TINY, num_classes=5, input_mean=mean)
+    with pytest.raises(ValueError, match=r"input_std must be a sequence of 3 numbers"):
+        keras_vit.ViT(**TINY, num_classes=5, input_mean=mean, input_std=(0.2, 0.2))
+    with pytest.raises(ValueError, match=r"input_std must be > 0.0, got 0.0"):
+        keras_vit.ViT(**TINY, num_classes=5, input_mean=mean, input_std=(0.2, 0.0, 0.2))
