@@ -66,7 +66,8 @@ def checkpoint_architecture(checkpoint, num_heads=None, entry=None):
         num_heads: int or None. Heads, when the file does not state them;
             otherwise the standard ViT size of that width
             (``variants.standard_num_heads``).
-        entry: optional ``WeightsEntry``: its training resolution wins.
+        entry: optional ``WeightsEntry``: its training resolution, classes (0:
+            no head) and representation size win.
 
     Returns:
         dict of ``ViT`` arguments; ``image_size`` is None when the file
@@ -82,8 +83,11 @@ def checkpoint_architecture(checkpoint, num_heads=None, entry=None):
     config["num_heads"] = int(
         num_heads or config["num_heads"] or variants.standard_num_heads(hidden, checkpoint.path)
     )
-    if entry is not None:
+    if entry is not None:  # the registry knows what the file does not say (zeroed heads)
         config["image_size"] = (entry.resolution, entry.resolution)
+        config["include_top"] = bool(entry.num_classes)
+        config["num_classes"] = entry.num_classes or None
+        config["representation_size"] = entry.representation_size
     elif config["image_size"] is None and grid is not None:
         stride = variants.total_stride(config["patch_size"], config["resnet_layers"])
         config["image_size"] = (grid[0] * stride[0], grid[1] * stride[1])

@@ -187,6 +187,10 @@ def _timm_rules():
         Rule("resnet/conv_root/kernel", f"{backbone}.stem.conv.weight", "conv"),
         Rule("resnet/gn_root/gamma", f"{backbone}.stem.norm.weight"),
         Rule("resnet/gn_root/beta", f"{backbone}.stem.norm.bias"),
+        # A root-only stem (R+Ti/16) is timm's bare stem module, without "stem.".
+        Rule("resnet/conv_root/kernel", f"{backbone}.conv.weight", "conv"),
+        Rule("resnet/gn_root/gamma", f"{backbone}.norm.weight"),
+        Rule("resnet/gn_root/beta", f"{backbone}.norm.bias"),
     ]
     for conv, norm, t_conv, t_norm in (
         ("conv1", "gn1", "conv1", "norm1"),

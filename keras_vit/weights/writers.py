@@ -57,7 +57,7 @@ def checkpoint_tensors(model, fmt):
         else:
             tensors[name] = np.ascontiguousarray(value)
     for name, pieces in parts.items():
-        tensors[name] = np.concatenate([pieces[k] for k in sorted(pieces)], axis=0)
+        tensors[name] = np.ascontiguousarray(np.concatenate([pieces[k] for k in sorted(pieces)], 0))
     return tensors
 
 

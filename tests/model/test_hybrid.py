@@ -214,3 +214,27 @@ def test_gradients_reach_every_stem_weight(fixtures_dir):
     for variable, grad in zip(model.stem.trainable_weights, grads):
         assert grad is not None and np.all(np.isfinite(grad)), variable.path
         assert np.any(grad.numpy() != 0), variable.path
+
+
+def test_timm_root_only_stem_names_are_read(tmp_path):
+    """timm's R+Ti/16 stem is its bare stem module: ``patch_embed.backbone.conv`` / ``.norm``."""
+    from safetensors.numpy import save_file
+
+    from keras_vit.weights.writers import checkpoint_tensors
+
+    model = keras_vit.ViT(
+        image_size=32, patch_size=2, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64,
+        num_classes=3, resnet_layers=(), resnet_width=32,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    tensors = {
+        name.replace("backbone.stem.", "backbone."): value
+        for name, value in checkpoint_tensors(model, "timm").items()
+    }
+    assert "patch_embed.backbone.conv.weight" in tensors
+    save_file(tensors, str(tmp_path / "r_ti.safetensors"))
+    loaded = keras_vit.model_from_checkpoint(tmp_path / "r_ti.safetensors", num_heads=2)
+    assert loaded.resnet_layers == ()
+    x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
