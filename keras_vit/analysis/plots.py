@@ -55,7 +55,7 @@ def _displayable(image):
 
 
 def save_rollout_overlay(image, heat_map, path, title=None):
-    """Saves an image with its rollout map: input, overlay, image x mask.
+    """Saves an image with its rollout map: input, overlay (with its colour bar), image x mask.
 
     Args:
         image: array ``(height, width, channels)`` in [-1, 1].
@@ -79,8 +79,11 @@ def save_rollout_overlay(image, heat_map, path, title=None):
     panels[0].imshow(pixels, cmap=cmap, vmin=0, vmax=1, extent=extent)
     panels[0].set_title("input", fontsize=9)
     panels[1].imshow(pixels, cmap=cmap, vmin=0, vmax=1, extent=extent)
-    panels[1].imshow(mask, cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=extent)
+    heat = panels[1].imshow(mask, cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=extent)
     panels[1].set_title("attention rollout", fontsize=9)
+    bar = figure.colorbar(heat, ax=panels[1], fraction=0.046, pad=0.02)
+    bar.set_label("rollout / its maximum", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     panels[2].imshow(masked, cmap=cmap, vmin=0, vmax=1, extent=extent)
     panels[2].set_title("image x rollout mask", fontsize=9)
     for panel in panels:

@@ -32,8 +32,10 @@ macOS ``._photo.jpg``) are not listed.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -360,6 +362,30 @@ def _folder_source(directory, channels):
     return Source(dataset, num_classes, len(paths), class_names, labels)
 
 
+_DECODE_FAILURE = "Cannot decode "
+_DECODE_ADVICE = "Remove or replace it"
+
+
+@contextlib.contextmanager
+def named_decode_errors():
+    """Turns the stream's decode failure (``decoded_in_order``) into a one-sentence ``ValueError``.
+
+    TensorFlow reports the failing check inside ``model.fit`` / ``evaluate``
+    as an ``InvalidArgumentError`` with graph details around the sentence;
+    wrap the loop that iterates a source to get ``ValueError("Cannot decode
+    <file> ...")`` instead. Other errors pass unchanged.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        found = re.search(
+            rf"assertion failed: \[({_DECODE_FAILURE}.*?{_DECODE_ADVICE})\]", err.message, re.S
+        )
+        if found is None:
+            raise
+        raise ValueError(found.group(1) + ".") from None
+
+
 def decoded_in_order(items, decode, names, channels):
     """``items`` decoded in parallel; a failure stops the stream naming the item.
 
@@ -403,10 +429,10 @@ def decoded_in_order(items, decode, names, channels):
             [
                 tf.strings.join(
                     [
-                        "Cannot decode ",
+                        _DECODE_FAILURE,
                         tf.gather(table, tf.minimum(expected, count - 1)),
                         f" as a {'/'.join(IMAGE_SIGNATURES)} image: it is damaged or not an "
-                        "image. Remove or replace it",
+                        f"image. {_DECODE_ADVICE}",
                     ]
                 )
             ],

@@ -25,7 +25,6 @@ what happened, or a ``ValueError`` for a digest mismatch.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import os
@@ -156,16 +155,14 @@ def prepare_cache(directory):
     """
     hint = f"set {CACHE_ENV} to a writable folder"
     if os.path.exists(directory) and not os.path.isdir(directory):
-        raise NotADirectoryError(
-            errno.ENOTDIR, f"The weights cache {directory} is a file, not a folder: {hint}"
-        )
+        raise NotADirectoryError(f"The weights cache {directory} is a file, not a folder: {hint}")
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory, prefix=".probe-"):
             pass
     except OSError as err:
         raise type(err)(
-            err.errno, f"The weights cache {directory} is not writable ({err.strerror}): {hint}"
+            f"The weights cache {directory} is not writable ({err.strerror}): {hint}"
         ) from None
     return directory
 

@@ -119,6 +119,21 @@ def test_a_damaged_image_stops_the_stream_naming_its_file(tmp_path, position):
     assert "Remove or replace it" in caught.value.message
 
 
+def test_named_decode_errors_turns_the_failure_into_one_sentence(tmp_path):
+    image_folder(tmp_path)
+    damaged = tmp_path / "cat" / "0.png"
+    damaged.write_bytes(png()[:33])
+    source = data.open_source(str(tmp_path))
+    with pytest.raises(ValueError) as caught, data.named_decode_errors():
+        drain(source.dataset)
+    assert str(caught.value) == (
+        f"Cannot decode {damaged} as a JPEG/PNG/GIF/BMP image: it is damaged or not an image. "
+        "Remove or replace it."
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="other"), data.named_decode_errors():
+        raise tf.errors.InvalidArgumentError(None, None, "some other failure")
+
+
 def test_a_damaged_image_is_named_through_the_training_stream(tmp_path):
     image_folder(tmp_path, per_class=4)
     damaged = tmp_path / "cat" / "2.png"
