@@ -405,20 +405,28 @@ def _hub(name):
     return Source(TIMM_HUB.format(name=urllib.parse.quote(name)), "timm")
 
 
-def _google_entry(name, path, num_classes, description, in_timm=True, representation=None):
+def _entry(name, sources, num_classes, trained, description, normalisation=INCEPTION):
+    """``name``'s entry: its architecture's variant, resolution and options, plus ``trained``."""
     arch = ARCHITECTURES[name.partition(".")[0]]
-    sources = (Source(_url(GOOGLE, path + ".npz"), "official"),)
-    if in_timm:
-        sources += (_hub(name),)
+    options = types.MappingProxyType({**arch.options, **trained})
     return WeightsEntry(
         arch.variant,
         sources,
         num_classes,
         arch.resolution,
-        representation,
-        types.MappingProxyType({**arch.options, **GOOGLE_TRAINED}),
-        description=description,
+        None,
+        options,
+        *normalisation,
+        description,
     )
+
+
+def _google(name, path, num_classes, description):
+    """Google's file ``vit_models/<path>.npz``, then timm's hub copy (unless tagged google_)."""
+    sources = (Source(_url(GOOGLE, path + ".npz"), "official"),)
+    if ".google_" not in name:
+        sources += (_hub(name),)
+    return _entry(name, sources, num_classes, GOOGLE_TRAINED, description)
 
 
 def _registry():
@@ -427,51 +435,29 @@ def _registry():
         for res, lr in finetunes.items():
             name = f"{stem}_{res}.augreg_in21k_ft_in1k"
             path = "augreg/" + pretrain + _AUGREG_FT.format(lr=lr, res=res)
-            entries[name] = _google_entry(name, path, 1000, "AugReg, 21k -> 1k")
+            entries[name] = _google(name, path, 1000, "AugReg, 21k -> 1k")
     for pretrain in _AUGREG_IN21K:
         name = f"{_AUGREG[pretrain][0]}_224.augreg_in21k"
-        entries[name] = _google_entry(name, "augreg/" + pretrain, IN21K_CLASSES, "AugReg, 21k")
+        entries[name] = _google(name, "augreg/" + pretrain, IN21K_CLASSES, "AugReg, 21k")
     for pretrain, (stem, lr) in _AUGREG_IN1K.items():
         for res in (224, 384):
             name = f"{stem}_{res}.augreg_in1k"
             path = "augreg/" + pretrain + _AUGREG_FT.format(lr=lr, res=res)
-            entries[name] = _google_entry(name, path, 1000, "AugReg, ImageNet-1k only")
+            entries[name] = _google(name, path, 1000, "AugReg, ImageNet-1k only")
     for name, path in _ORIGINAL.items():
-        in21k = name.endswith(".orig_in21k")
-        entries[name] = _google_entry(
-            name,
-            path,
-            0 if in21k else 1000,
-            "original ViT, 21k (head zeroed by Google)" if in21k else "original ViT, 21k -> 1k",
-            in_timm=".google_" not in name,
-        )
+        if name.endswith(".orig_in21k"):
+            entries[name] = _google(name, path, 0, "original ViT, 21k (head zeroed by Google)")
+        else:
+            entries[name] = _google(name, path, 1000, "original ViT, 21k -> 1k")
     for name, path in _SAM.items():
-        entries[name] = _google_entry(name, path, 1000, "SAM optimiser, ImageNet-1k")
-    for name, (num_classes, (mean, std), description) in _TIMM_ONLY.items():
-        arch = ARCHITECTURES[name.partition(".")[0]]
-        options = types.MappingProxyType({**arch.options, **TORCH_TRAINED})
-        entries[name] = WeightsEntry(
-            arch.variant,
-            (_hub(name),),
-            num_classes,
-            arch.resolution,
-            None,
-            options,
-            mean,
-            std,
-            description,
+        entries[name] = _google(name, path, 1000, "SAM optimiser, ImageNet-1k")
+    for name, (num_classes, normalisation, description) in _TIMM_ONLY.items():
+        entries[name] = _entry(
+            name, (_hub(name),), num_classes, TORCH_TRAINED, description, normalisation
         )
     for name, (path, description) in _SIGLIP.items():
-        arch = ARCHITECTURES[name.partition(".")[0]]
-        entries[name] = WeightsEntry(
-            arch.variant,
-            (_hub(name), Source(_url(BIG_VISION, path + ".npz"), "official")),
-            0,
-            arch.resolution,
-            None,
-            types.MappingProxyType({**arch.options, **GOOGLE_TRAINED}),
-            description=description,
-        )
+        sources = (_hub(name), Source(_url(BIG_VISION, path + ".npz"), "official"))
+        entries[name] = _entry(name, sources, 0, GOOGLE_TRAINED, description)
     return dict(sorted(entries.items()))
 
 

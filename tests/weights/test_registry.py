@@ -221,6 +221,45 @@ def test_options_are_vit_arguments_by_name():
     assert set(registry.OPTION_NAMES) <= _VIT_PARAMETERS
 
 
+# timm 1.0.31's parameter counts (issue 14): architecture -> (classes, count).
+TIMM_PARAMETER_COUNTS = {
+    "deit_tiny_distilled_patch16_224": (1000, 5_910_800),
+    "deit_small_distilled_patch16_224": (1000, 22_436_432),
+    "deit_base_distilled_patch16_224": (1000, 87_338_192),
+    "deit3_small_patch16_224": (1000, 22_059_496),
+    "deit3_base_patch16_224": (1000, 86_585_320),
+    "vit_small_patch14_dinov2": (0, 22_056_192),
+    "vit_small_patch14_reg4_dinov2": (0, 22_057_344),
+    "vit_base_patch14_reg4_dinov2": (0, 86_582_016),
+    "vit_base_patch16_siglip_224": (0, 92_884_224),
+    "vit_base_patch16_reg4_gap_256": (1000, 86_615_272),
+}
+
+
+@pytest.mark.xfail(
+    not set(registry.OPTION_NAMES) <= _VIT_PARAMETERS,
+    reason="count_parameters takes the options with issue 14 part 1 (the lead's branch)",
+    strict=True,
+)
+@pytest.mark.parametrize("arch", TIMM_PARAMETER_COUNTS)
+def test_the_options_give_timms_parameter_count(arch):
+    from keras_vit.model.variants import count_parameters
+
+    classes, expected = TIMM_PARAMETER_COUNTS[arch]
+    spec = registry.ARCHITECTURES[arch]
+    entries = [e for n, e in registry.REGISTRY.items() if n.startswith(arch + ".")]
+    assert all(entry.num_classes == classes for entry in entries), arch
+    structural = {
+        key: value
+        for key, value in spec.options.items()
+        if key not in ("semantics", "posemb_interpolation")
+    }
+    count = count_parameters(
+        spec.variant, spec.resolution, max(classes, 1), include_top=classes > 0, **structural
+    )
+    assert count == expected
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
