@@ -15,7 +15,7 @@ is built (``keras_vit.model`` builds models from what it reads):
 """
 
 from keras_vit.weights.assign import CheckpointMismatchError, assign_tensors, model_variables
-from keras_vit.weights.download import DownloadError, DownloadPolicy, download
+from keras_vit.weights.downloads import DownloadError, DownloadPolicy, download
 from keras_vit.weights.infer import checkpoint_config
 from keras_vit.weights.mappings import to_keras_tensors
 from keras_vit.weights.readers import FORMAT_DEFAULTS, Checkpoint, read_checkpoint

@@ -20,7 +20,7 @@ and ``posemb_interpolation="official"`` whichever source is downloaded, so
 the source does not change the numerics.
 
 No public source publishes digests: the first download's SHA-256 is recorded
-next to the file and checked on every reuse (``keras_vit.weights.download``);
+next to the file and checked on every reuse (``keras_vit.weights.downloads``);
 ``fetch(name, sha256=...)`` or the name ``"<name>#sha256=<hex>"`` pins one.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from keras_vit.messages import logger
 from keras_vit.validation import choice, integer, number
-from keras_vit.weights.download import (
+from keras_vit.weights.downloads import (
     DownloadError,
     cache_dir,
     cached_file,
@@ -497,7 +497,7 @@ def fetch(name, sha256=None, progress=True, policy=None, directory=None):
         sha256: str or None. Pinned SHA-256 of the file (whichever source
             gives it); a source whose file differs is skipped.
         progress: bool. Show a progress bar.
-        policy: ``keras_vit.weights.download.DownloadPolicy`` or None.
+        policy: ``keras_vit.weights.downloads.DownloadPolicy`` or None.
         directory: str or None. Cache folder (default ``$KERAS_VIT_CACHE``).
 
     Returns:
@@ -512,11 +512,12 @@ def fetch(name, sha256=None, progress=True, policy=None, directory=None):
     entry = get_entry(name)
     name, pinned = split_pin(name)
     sha256 = checked_digest(sha256) if sha256 is not None else pinned
-    directory = prepare_cache(directory or cache_dir())
+    directory = directory or cache_dir()
     for source in entry.sources:
         path = cached_file(cached_path(name, source, directory), sha256)
         if path is not None:
             return path
+    prepare_cache(directory)  # before any download, so a bad cache fails first
     failures = []
     for source in entry.sources:
         try:

@@ -13,7 +13,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
-from keras_vit.weights.download import PIN_MARKER, download, split_pin
+from keras_vit.weights.downloads import PIN_MARKER, download, split_pin
 from keras_vit.weights.readers import Checkpoint, read_checkpoint
 from keras_vit.weights.registry import REGISTRY, fetch, get_entry
 
@@ -55,7 +55,7 @@ def resolve_weights(weights):
         FileNotFoundError: for a path that does not exist.
         ValueError: for a bare name that is not in ``REGISTRY`` (the known
             names are listed), or a malformed ``#sha256=`` pin.
-        keras_vit.weights.download.DownloadError: (an ``OSError``) when a
+        keras_vit.weights.downloads.DownloadError: (an ``OSError``) when a
             download fails, naming the URL.
     """
     weights = os.fspath(weights)

@@ -10,7 +10,7 @@ from loopback_http import Reply, serve
 
 import keras_vit
 from keras_vit.weights import registry
-from keras_vit.weights.download import DownloadError, DownloadPolicy, download
+from keras_vit.weights.downloads import DownloadError, DownloadPolicy, download
 from keras_vit.weights.registry import Source, WeightsEntry
 
 from conftest import fixture_case

@@ -11,7 +11,7 @@ import pytest
 from loopback_http import Reply, serve, silent_listener
 
 from keras_vit.weights import registry
-from keras_vit.weights.download import DownloadError, DownloadPolicy, download
+from keras_vit.weights.downloads import DownloadError, DownloadPolicy, download
 from keras_vit.weights.registry import Source, WeightsEntry
 
 
@@ -241,3 +241,25 @@ def test_the_cli_reports_a_hanging_server_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert elapsed < 60
     assert not (tmp_path / "out.keras").exists() and leftovers(tmp_path / "cache") == []
+
+
+def test_a_read_only_cache_still_serves_what_it_holds(cache, tmp_path, monkeypatch):
+    # A pre-filled cache that cannot be written (shared, mounted read-only) works for the files it
+    # holds; only a download needs a writable folder. Root ignores permissions, so the refusals
+    # are simulated where keras-vit writes.
+    from keras_vit.weights import downloads as module
+
+    cache.mkdir()
+    (cache / "w.npz").write_bytes(b"weights")
+    refused = OSError(30, "Read-only file system")
+
+    def read_only(*args):
+        raise refused
+
+    monkeypatch.setattr(module, "prepare_cache", read_only)
+    monkeypatch.setattr(module, "record_digest", read_only)
+    with serve({"/w.npz": [Reply(200, b"other")]}) as (base, hits):
+        assert download(f"{base}/w.npz", progress=False, policy=policy()) == str(cache / "w.npz")
+        assert hits["/w.npz"] == 0
+        with pytest.raises(OSError, match="Read-only"):  # not cached: the download needs to write
+            download(f"{base}/v.npz", progress=False, policy=policy())

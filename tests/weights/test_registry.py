@@ -12,7 +12,7 @@ from loopback_http import Reply, serve
 
 import keras_vit
 from keras_vit.weights import registry
-from keras_vit.weights.download import DownloadError, DownloadPolicy
+from keras_vit.weights.downloads import DownloadError, DownloadPolicy
 from keras_vit.weights.registry import Source, WeightsEntry
 
 FAST = DownloadPolicy(connect_timeout=2, read_timeout=2, retries=0, backoff=0)

@@ -170,15 +170,19 @@ def prepare_cache(directory):
 def cached_file(path, sha256=None):
     """``path`` if it exists and matches ``sha256`` (or its recorded digest), else None.
 
-    A file without a record gets one now (trust on first use). A file that
-    disagrees is left where it is: a new download replaces it atomically.
+    A file without a record gets one now (trust on first use; skipped, with a
+    notice, in a read-only cache). A file that disagrees is left where it is:
+    a new download replaces it atomically.
     """
     if not os.path.isfile(path):
         return None
     digest = sha256_of(path)
     expected = sha256 or recorded_digest(path)
     if expected is None:
-        record_digest(path, digest)
+        try:
+            record_digest(path, digest)
+        except OSError as err:
+            logger.info("Could not record the sha256 of %s (%s).", path, err.strerror or err)
         return path
     if digest == expected:
         return path
@@ -209,17 +213,19 @@ def download(url, sha256=None, filename=None, directory=None, progress=True, pol
         ValueError: on a digest mismatch (nothing is left in the cache), or
             for a malformed pin.
         DownloadError: (an ``OSError``) if the download fails, naming the URL.
-        OSError: if the cache folder is not usable.
+        OSError: if the file is not cached and the cache folder is not
+            usable (a file, not creatable or not writable).
     """
     url, pinned = split_pin(url)
     sha256 = checked_digest(sha256) if sha256 is not None else pinned
-    directory = prepare_cache(directory or cache_dir())
+    directory = directory or cache_dir()
     filename = filename or os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
     if not filename:
         raise ValueError(f"Cannot tell a file name for {url!r}; pass filename=...")
     target = os.path.join(directory, filename)
-    if cached_file(target, sha256) is not None:
+    if cached_file(target, sha256) is not None:  # a read-only cache is fine for this
         return target
+    prepare_cache(directory)
     record_digest(
         target, fetch_to(url, target, sha256, progress, policy or DownloadPolicy.from_env())
     )
