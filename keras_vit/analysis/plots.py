@@ -55,7 +55,7 @@ def _displayable(image):
 
 
 def save_rollout_overlay(image, heat_map, path, title=None):
-    """Saves an image with its rollout map: input, overlay, image x mask.
+    """Saves an image with its rollout map: input, overlay (with its colour bar), image x mask.
 
     Args:
         image: array ``(height, width, channels)`` in [-1, 1].
@@ -79,7 +79,7 @@ def save_rollout_overlay(image, heat_map, path, title=None):
     panels[0].imshow(pixels, cmap=cmap, vmin=0, vmax=1, extent=extent)
     panels[0].set_title("input", fontsize=9)
     panels[1].imshow(pixels, cmap=cmap, vmin=0, vmax=1, extent=extent)
-    panels[1].imshow(mask, cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=extent)
+    panels[1].imshow(mask, cmap=_ROLLOUT_CMAP, alpha=0.5, vmin=0, vmax=1, extent=extent)
     panels[1].set_title("attention rollout", fontsize=9)
     panels[2].imshow(masked, cmap=cmap, vmin=0, vmax=1, extent=extent)
     panels[2].set_title("image x rollout mask", fontsize=9)
@@ -87,8 +87,25 @@ def save_rollout_overlay(image, heat_map, path, title=None):
         panel.set_axis_off()
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.84, wspace=0.04)
+    figure.subplots_adjust(left=0.01, right=0.91, bottom=0.02, top=0.84, wspace=0.04)
+    _colour_bar(figure, (0.925, 0.1, 0.012, 0.68), "rollout / its maximum")
     return save_figure(figure, path)
+
+
+_ROLLOUT_CMAP = "jet"
+
+
+def _colour_bar(figure, rect, label):
+    """An opaque colour bar of ``_ROLLOUT_CMAP`` over [0, 1] in ``rect`` (figure fractions)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = figure.colorbar(
+        ScalarMappable(Normalize(0.0, 1.0), _ROLLOUT_CMAP), cax=figure.add_axes(rect)
+    )
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    return bar
 
 
 def _upsample(grid, size):

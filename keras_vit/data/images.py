@@ -15,11 +15,13 @@ eagerly, in ``tf.data`` and inside exported graphs.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_vit.validation import pair
+from keras_vit.validation import choice, pair
 
 
 def preprocess_input(images):
@@ -37,6 +39,66 @@ def preprocess_input(images):
     as_numpy = isinstance(images, np.ndarray)
     out = ops.cast(images, "float32") / 127.5 - 1.0
     return ops.convert_to_numpy(out) if as_numpy else out
+
+
+#: The first bytes of each image format ``decode_image`` reads.
+IMAGE_SIGNATURES = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+}
+_HEADER_BYTES = 8
+#: How many bad files an error lists by name.
+LISTED_FILES = 5
+
+
+def image_format(header):
+    """The format whose signature ``header`` (the first bytes of a file) starts with, or None."""
+    for name, signatures in IMAGE_SIGNATURES.items():
+        if header.startswith(signatures):
+            return name
+    return None
+
+
+def describe_header(header):
+    """Why ``header`` is not an image, in a few words (for error messages)."""
+    return "an empty file" if not header else f"starts with {header[:_HEADER_BYTES]!r}"
+
+
+def check_image_files(paths, where):
+    """Checks that every file starts like a JPEG, PNG, GIF or BMP (reads 8 bytes of each).
+
+    Cheap enough to run when a folder is listed, so that a stray text file,
+    an empty file or a saved error page is named before training starts
+    instead of failing in the middle of an epoch.
+
+    Args:
+        paths: iterable of str. Image files.
+        where: str. The folder or spec, for the message.
+
+    Raises:
+        ValueError: listing (up to ``LISTED_FILES``) the files that are not
+            images and what they start with.
+    """
+    bad, count = [], 0
+    for path in paths:
+        count += 1
+        try:
+            with open(path, "rb") as file:
+                header = file.read(_HEADER_BYTES)
+        except OSError as err:
+            bad.append(f"{path} (unreadable: {err.strerror})")
+            continue
+        if image_format(header) is None:
+            bad.append(f"{path} ({describe_header(header)})")
+    if bad:
+        more = f", and {len(bad) - LISTED_FILES} more" if len(bad) > LISTED_FILES else ""
+        raise ValueError(
+            f"{len(bad)} of {count} files in {where} are not "
+            f"{'/'.join(IMAGE_SIGNATURES)} images by their first bytes: "
+            f"{'; '.join(bad[:LISTED_FILES])}{more}. Remove or replace them."
+        )
 
 
 def decode_image(data, channels):
@@ -86,13 +148,31 @@ def fit_image(image, image_size, channels):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def load_image(path, image_size, channels=3):
+def center_crop(image, aspect):
+    """The largest centred crop of ``image (h, w, c)`` with ``width / height == aspect``."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    crop_h = tf.cast(tf.round(tf.minimum(h, w / aspect)), tf.int32)
+    crop_w = tf.cast(tf.round(tf.minimum(w, h * aspect)), tf.int32)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return image[top : top + crop_h, left : left + crop_w]
+
+
+#: How ``load_image`` fits a photo to the model's input size.
+FIT_MODES = ("resize", "crop")
+
+
+def load_image(path, image_size, channels=3, fit="resize"):
     """Reads a JPEG/PNG/GIF/BMP file and fits it to the model's input.
 
     Args:
         path: str or path. Image file.
         image_size: int or (int, int). Target ``(height, width)``.
         channels: int. 1 (grayscale) or 3 (RGB); the file is converted.
+        fit: str. ``"resize"`` stretches the whole image to the size (what
+            training and ``serve_bytes`` do); ``"crop"`` first takes the
+            largest centred crop of the target's aspect ratio, so nothing is
+            distorted (what ``keras-vit inspect`` shows).
 
     Returns:
         float32 NumPy array ``(height, width, channels)`` with values in
@@ -100,14 +180,24 @@ def load_image(path, image_size, channels=3):
         ``preprocess_input`` before the model.
 
     Raises:
-        ValueError: if the file cannot be decoded as an image.
+        FileNotFoundError, IsADirectoryError: if there is no file at ``path``.
+        ValueError: if it cannot be decoded as an image, or for an unknown ``fit``.
     """
-    data = tf.io.read_file(str(path))
+    choice(fit, "fit", FIT_MODES)
+    size = pair(image_size, "image_size")
+    path = os.fspath(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"Image file not found: {path}")
+    if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder, not an image file.")
+    data = tf.io.read_file(path)
     try:
         image = decode_image(data, channels)
     except tf.errors.InvalidArgumentError as err:
         raise ValueError(f"Cannot decode {path} as an image: {err.message}") from None
-    return fit_image(image, image_size, channels).numpy()
+    if fit == "crop":
+        image = center_crop(image, size[1] / size[0])
+    return fit_image(image, size, channels).numpy()
 
 
 def sample_images(image_size, channels=3, count=8, seed=0):

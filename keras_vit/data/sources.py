@@ -20,18 +20,39 @@ channels), label int64 ())`` pairs:
 ``open_splits`` gives a training and a test source of one spec (the spec's
 own splits, else a per-class split); ``keras_vit.data.streams`` turns a
 source into training and evaluation batches.
+
+Bad data is found early, by name: a listed image folder has every file's
+first bytes checked (JPEG/PNG/GIF/BMP), TFRecords have every label and
+image header checked in the one pass that counts them (labels must lie in
+``[0, num_classes)``), and an image that still fails to decode mid-stream
+stops the stream with an error naming its file (or record), instead of
+TensorFlow's message without one. Hidden files and folders (``.*``, such as
+macOS ``._photo.jpg``) are not listed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
 from keras_vit.atomic import atomic_path
-from keras_vit.data.images import convert_channels, decode_image, fit_image
+from keras_vit.data.images import (
+    IMAGE_SIGNATURES,
+    LISTED_FILES,
+    check_image_files,
+    convert_channels,
+    decode_image,
+    describe_header,
+    fit_image,
+    image_format,
+)
+from keras_vit.extras import require
+from keras_vit.validation import integer
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -93,7 +114,7 @@ class Source:
         return self.num_classes is not None
 
 
-def open_source(spec, split="train", data_dir=None, download=False, channels=3):
+def open_source(spec, split="train", data_dir=None, download=False, channels=3, num_classes=None):
     """Opens a data source by its spec string (see the module docstring).
 
     Args:
@@ -106,15 +127,35 @@ def open_source(spec, split="train", data_dir=None, download=False, channels=3):
         data_dir: str or None. tfds data directory.
         download: bool. Let tfds download and prepare a missing data set.
         channels: int. Channels to decode images to (1 or 3).
+        num_classes: int or None. Classes of the model the data is for: a
+            TFRecord label outside ``[0, num_classes)``, or a source with more
+            classes, is refused. None: TFRecord labels must be >= 0 and the
+            class count is the largest label + 1.
 
     Returns:
-        ``Source``.
+        ``Source`` (``num_classes`` is the one given, when given).
 
     Raises:
         FileNotFoundError: if a folder, file or prepared tfds data set is missing.
-        ValueError: for an unknown spec or split, or a folder without images.
+        ValueError: for an unknown spec or split, a folder without images, a
+            file that is not an image, a record with a bad label or image.
+        keras_vit.extras.MissingExtraError: for ``tfds:`` data without
+            tensorflow_datasets (the message names the install command).
     """
     spec = os.fspath(spec)
+    if num_classes is not None:
+        num_classes = integer(num_classes, "num_classes", 1)
+    source = _open(spec, split, data_dir, download, channels, num_classes)
+    if num_classes is not None and source.labelled:
+        if source.num_classes > num_classes:
+            raise ValueError(
+                f"{spec} has {source.num_classes} classes; the model has {num_classes}."
+            )
+        source.num_classes = num_classes
+    return source
+
+
+def _open(spec, split, data_dir, download, channels, num_classes):
     kind, _, rest = spec.partition(":")
     if kind == "digits":
         return _digits_source(rest or split)
@@ -123,7 +164,7 @@ def open_source(spec, split="train", data_dir=None, download=False, channels=3):
         return _tfds_source(name, tfds_split or split, data_dir, download, channels)
     matches = sorted(tf.io.gfile.glob(spec)) if any(c in spec for c in "*?[") else []
     if matches or spec.endswith((".tfrecord", ".tfrec")) or _is_tfrecord_dir(spec):
-        return _tfrecord_source(matches or spec, channels)
+        return _tfrecord_source(matches or spec, channels, num_classes)
     if os.path.isdir(spec):
         tfds_dir = _find_tfds_dir(spec)
         if tfds_dir is not None:
@@ -148,6 +189,7 @@ def open_splits(
     channels=3,
     test_fraction=0.5,
     seed=0,
+    num_classes=None,
 ):
     """A training and a test ``Source`` of one spec.
 
@@ -164,6 +206,7 @@ def open_splits(
         test_fraction: float in (0, 1). Held-out share of each class when the
             spec has no splits.
         seed: int. Seed of that split.
+        num_classes: int or None. As ``open_source``.
 
     Returns:
         ``(train Source, test Source)``.
@@ -172,12 +215,13 @@ def open_splits(
     has_splits = spec.split(":")[0] in ("digits", "tfds") or (
         os.path.isdir(spec) and (_find_tfds_dir(spec) or _split_folder(spec, test_split))
     )
+    options = dict(channels=channels, num_classes=num_classes)
     if has_splits:
         return (
-            open_source(spec, train_split, data_dir, channels=channels),
-            open_source(spec, test_split, data_dir, channels=channels),
+            open_source(spec, train_split, data_dir, **options),
+            open_source(spec, test_split, data_dir, **options),
         )
-    return split_per_class(open_source(spec, channels=channels), test_fraction, seed)
+    return split_per_class(open_source(spec, **options), test_fraction, seed)
 
 
 def _digits_source(split):
@@ -196,8 +240,12 @@ def _uint8_channels(image, channels):
     return tf.cast(tf.round(convert_channels(tf.cast(image, tf.float32), channels)), tf.uint8)
 
 
+def _tfds():
+    return require("tensorflow_datasets", "data", "tfds: data sources")
+
+
 def _tfds_source(name, split, data_dir, download, channels):
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     builder = tfds.builder(name, data_dir=data_dir)
     if download:
@@ -206,9 +254,7 @@ def _tfds_source(name, split, data_dir, download, channels):
 
 
 def _tfds_folder_source(directory, split, channels):
-    import tensorflow_datasets as tfds
-
-    return _tfds_builder_source(tfds.builder_from_directory(directory), split, channels)
+    return _tfds_builder_source(_tfds().builder_from_directory(directory), split, channels)
 
 
 def _tfds_builder_source(builder, split, channels):
@@ -262,13 +308,19 @@ def _split_folder(directory, split):
 
 
 def find_images(folder):
-    """Image files (``IMAGE_EXTENSIONS``) under ``folder``, recursively, sorted."""
-    return sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
+    """Image files (``IMAGE_EXTENSIONS``) under ``folder``, recursively, sorted.
+
+    Hidden files and folders (names starting with ``.``) are skipped.
+    """
+    paths = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        paths += [
+            os.path.join(root, name)
+            for name in names
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+        ]
+    return sorted(paths)
 
 
 def class_folders(directory):
@@ -296,22 +348,111 @@ def _folder_source(directory, channels):
             f"No images in {directory!r}: expected {'/'.join(IMAGE_EXTENSIONS)} files, "
             "in one subfolder per class (or directly in the folder for unlabeled data)."
         )
+    check_image_files(paths, directory)
     # One fixed shuffle of the file list, so that shuffle buffers smaller than the
     # data set and the dev split see every class (the listing is class by class).
     order = np.random.default_rng(0).permutation(len(paths))
     paths, labels = np.array(paths)[order], np.array(labels, "int64")[order]
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda path, label: (decode_image(tf.io.read_file(path), channels), label),
-        num_parallel_calls=AUTOTUNE,
+    dataset = decoded_in_order(
+        tf.data.Dataset.from_tensor_slices((paths, labels)),
+        lambda item: (decode_image(tf.io.read_file(item[0]), channels), item[1]),
+        paths,
+        channels,
     )
     return Source(dataset, num_classes, len(paths), class_names, labels)
+
+
+_DECODE_FAILURE = "Cannot decode "
+_DECODE_ADVICE = "Remove or replace it"
+
+
+@contextlib.contextmanager
+def named_decode_errors():
+    """Turns the stream's decode failure (``decoded_in_order``) into a one-sentence ``ValueError``.
+
+    TensorFlow reports the failing check inside ``model.fit`` / ``evaluate``
+    as an ``InvalidArgumentError`` with graph details around the sentence;
+    wrap the loop that iterates a source to get ``ValueError("Cannot decode
+    <file> ...")`` instead. Other errors pass unchanged.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        found = re.search(
+            rf"assertion failed: \[({_DECODE_FAILURE}.*?{_DECODE_ADVICE})\]", err.message, re.S
+        )
+        if found is None:
+            raise
+        raise ValueError(found.group(1) + ".") from None
+
+
+def decoded_in_order(items, decode, names, channels):
+    """``items`` decoded in parallel; a failure stops the stream naming the item.
+
+    TensorFlow's decoders fail with a message that names no file. Here the
+    failing element is dropped (``ignore_errors``), the elements keep their
+    order (a deterministic map) and an index, and a check after them raises
+    ``InvalidArgumentError("... Cannot decode <names[i]> ...")`` at the first
+    missing index (a sentinel after the last element catches a failure there).
+
+    Args:
+        items: ``tf.data.Dataset`` of raw elements.
+        decode: function of one raw element -> ``(image uint8 (h, w, c), label int64)``.
+        names: sequence of str, one per element: what the message names.
+        channels: int. Channels of the decoded images.
+
+    Returns:
+        ``tf.data.Dataset`` of ``(image, label)``, in the order of ``items``.
+    """
+    count = len(names)
+    table = tf.constant(list(names))
+    decoded = (
+        items.enumerate()
+        .map(
+            lambda index, item: (index, *decode(item)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        .ignore_errors()
+    )
+    sentinel = tf.data.Dataset.from_tensors(
+        (
+            tf.constant(count, tf.int64),
+            tf.zeros([0, 0, channels], tf.uint8),
+            tf.constant(-1, tf.int64),
+        )
+    )
+
+    def check(expected, element):
+        found = tf.debugging.Assert(
+            tf.equal(element[0], expected),
+            [
+                tf.strings.join(
+                    [
+                        _DECODE_FAILURE,
+                        tf.gather(table, tf.minimum(expected, count - 1)),
+                        f" as a {'/'.join(IMAGE_SIGNATURES)} image: it is damaged or not an "
+                        f"image. {_DECODE_ADVICE}",
+                    ]
+                )
+            ],
+        )
+        with tf.control_dependencies([found]):
+            return element[0] + 1, element
+
+    return (
+        decoded.concatenate(sentinel)
+        .scan(tf.constant(0, tf.int64), check)
+        .filter(lambda index, image, label: index < count)
+        .map(lambda index, image, label: (image, label))
+    )
 
 
 def _is_tfrecord_dir(path):
     return os.path.isdir(path) and bool(tf.io.gfile.glob(os.path.join(path, "*.tfrecord")))
 
 
-def _tfrecord_source(files, channels):
+def _tfrecord_source(files, channels, num_classes=None):
     if isinstance(files, str):
         files = (
             sorted(tf.io.gfile.glob(os.path.join(files, "*.tfrecord")))
@@ -321,14 +462,72 @@ def _tfrecord_source(files, channels):
     missing = [f for f in files if not tf.io.gfile.exists(f)]
     if missing:
         raise FileNotFoundError(f"TFRecord file(s) not found: {missing}")
-    records = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
-    # One cheap pass over the labels gives the example and class counts.
-    labels = records.map(
-        lambda r: tf.io.parse_single_example(r, {"label": TFRECORD_FEATURES["label"]})["label"]
+    labels, names = _checked_records(files, num_classes)
+    # Read file after file, so that an element's index names its record.
+    dataset = decoded_in_order(
+        tf.data.TFRecordDataset(files),
+        lambda record: _parse_example(record, channels),
+        names,
+        channels,
     )
-    labels = np.fromiter(labels.as_numpy_iterator(), dtype="int64")
-    dataset = records.map(lambda r: _parse_example(r, channels), num_parallel_calls=AUTOTUNE)
-    return Source(dataset, int(labels.max(initial=-1)) + 1, len(labels), labels=labels)
+    count = num_classes or int(labels.max(initial=-1)) + 1
+    return Source(dataset, count, len(labels), labels=labels)
+
+
+def _checked_records(files, num_classes):
+    """One pass over the records: labels, and a name per record (``"record 3 of f"``).
+
+    Raises:
+        ValueError: for a file that is not a TFRecord file, records that are
+            not ``tf.train.Example`` with ``image`` and ``label``, a label
+            outside ``[0, num_classes)`` (>= 0 without ``num_classes``) or an
+            image whose first bytes are no JPEG/PNG/GIF/BMP; each named by
+            file and record index.
+    """
+    labels, heads, names = [], [], []
+    for path in files:
+        features = {
+            "label": tf.io.FixedLenFeature([], tf.int64, default_value=_NO_LABEL),
+            "image": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        }
+        records = tf.data.TFRecordDataset(path).map(
+            lambda r, features=features: tf.io.parse_single_example(r, features)
+        )
+        try:
+            for batch in records.batch(4096).as_numpy_iterator():
+                labels.append(batch["label"])
+                heads += [bytes(image[:8]) for image in batch["image"]]
+        except tf.errors.DataLossError as err:
+            raise ValueError(f"{path} is not a readable TFRecord file: {err.message}") from None
+        except tf.errors.InvalidArgumentError as err:
+            raise ValueError(
+                f"{path}: expected tf.train.Example records with 'image' (bytes) and 'label' "
+                f"(int64): {err.message}"
+            ) from None
+        names += [f"record {index} of {path}" for index in range(len(heads) - len(names))]
+    labels = np.concatenate(labels) if labels else np.zeros([0], "int64")
+    if not len(labels):
+        raise ValueError(f"No records in the TFRecord file(s) {list(files)}.")
+    limit = f"[0, {num_classes})" if num_classes else "[0, classes)"
+    bad = [
+        f"{names[i]} has "
+        + ("no 'label'" if labels[i] == _NO_LABEL else f"label {labels[i]}, outside {limit}")
+        for i in np.flatnonzero((labels < 0) | (labels >= (num_classes or np.inf)))
+    ]
+    bad += [
+        f"{names[i]} has no 'image'"
+        if not head
+        else f"{names[i]}'s image is no {'/'.join(IMAGE_SIGNATURES)} ({describe_header(head)})"
+        for i, head in enumerate(heads)
+        if image_format(head) is None
+    ]
+    if bad:
+        more = f", and {len(bad) - LISTED_FILES} more" if len(bad) > LISTED_FILES else ""
+        raise ValueError(f"Bad records in {list(files)}: {'; '.join(bad[:LISTED_FILES])}{more}.")
+    return labels, names
+
+
+_NO_LABEL = np.iinfo("int64").min
 
 
 def _parse_example(record, channels):
@@ -340,10 +539,27 @@ def write_tfrecord(images, labels, path):
     """Writes images as PNG-encoded ``tf.train.Example`` records (atomically).
 
     Args:
-        images: uint8 array ``(n, height, width, channels)``.
-        labels: int array ``(n,)``.
+        images: uint8 array ``(n, height, width, channels)``, channels 1, 3 or 4.
+        labels: int array ``(n,)`` of class ids >= 0.
         path: str. Output ``.tfrecord`` file.
+
+    Raises:
+        ValueError: for images or labels of another type or shape, or
+            negative labels (nothing is written).
     """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "images must be a uint8 array (n, height, width, channels) with 1, 3 or 4 "
+            f"channels; got {images.dtype} {images.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"labels must be {len(images)} integer class ids (one per image); got "
+            f"{labels.dtype} {labels.shape}."
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be class ids >= 0; got {labels.min()}.")
     with atomic_path(path, ".tfrecord") as partial, tf.io.TFRecordWriter(partial) as writer:
         for image, label in zip(images, labels):
             feature = {

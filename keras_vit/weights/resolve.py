@@ -4,6 +4,7 @@
 file (downloading registry names and URLs into the cache) and returns either
 a ``Checkpoint`` (official / big_vision ``.npz``, timm, Hugging Face) or a
 ``KerasFile`` (``.keras`` / ``.weights.h5``, which Keras itself loads).
+A registry name or URL may end in ``#sha256=<hex>`` to pin the file's digest.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
+from keras_vit.weights.downloads import PIN_MARKER, download, split_pin
 from keras_vit.weights.readers import Checkpoint, read_checkpoint
-from keras_vit.weights.registry import REGISTRY, download, fetch, get_entry
+from keras_vit.weights.registry import REGISTRY, fetch, get_entry
 
 KERAS_SUFFIXES = (".weights.h5", ".keras")
 _CHECKPOINT_SUFFIXES = (".npz", ".safetensors", ".h5", ".keras")
@@ -36,9 +38,10 @@ class KerasFile:
 
 
 def registry_entry(weights):
-    """The ``REGISTRY`` entry named by ``weights``, or None (nothing is downloaded)."""
+    """The ``REGISTRY`` entry of ``weights`` (pinned or not), or None; nothing is downloaded."""
     if isinstance(weights, (str, os.PathLike)):
-        return REGISTRY.get(os.fspath(weights))
+        name = os.fspath(weights)
+        return REGISTRY.get(name.partition(PIN_MARKER)[0])
     return None
 
 
@@ -51,13 +54,15 @@ def resolve_weights(weights):
     Raises:
         FileNotFoundError: for a path that does not exist.
         ValueError: for a bare name that is not in ``REGISTRY`` (the known
-            names are listed).
+            names are listed), or a malformed ``#sha256=`` pin.
+        keras_vit.weights.downloads.DownloadError: (an ``OSError``) when a
+            download fails, naming the URL.
     """
     weights = os.fspath(weights)
     if os.path.exists(weights):
         return weights, None
-    if weights in REGISTRY:
-        return fetch(weights), REGISTRY[weights]
+    if split_pin(weights)[0] in REGISTRY:
+        return fetch(weights), get_entry(weights)
     if urllib.parse.urlparse(weights).scheme in ("http", "https", "file"):
         return download(weights), None
     if os.sep in weights or os.path.splitext(weights)[1] in _CHECKPOINT_SUFFIXES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from keras_vit_cli._common import positive_int
 
 NAME = "evaluate"
@@ -23,12 +25,22 @@ def add_arguments(parser):
 
 
 def run(args):
+    if args.output:  # a folder in the way fails now, not after the evaluation
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        if os.path.isdir(args.output):
+            raise IsADirectoryError(f"--output {args.output} is a folder; name a .json file.")
     from keras_vit.atomic import write_json_atomic
+    from keras_vit.data import named_decode_errors
     from keras_vit.train.loop import evaluate_saved_model
 
-    metrics = evaluate_saved_model(
-        args.model, args.data, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size
-    )
+    with named_decode_errors():  # a damaged image: one sentence naming its file
+        metrics = evaluate_saved_model(
+            args.model,
+            args.data,
+            split=args.split,
+            data_dir=args.data_dir,
+            batch_size=args.batch_size,
+        )
     print(
         f"accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
         f"on {metrics['num_examples']} examples of {args.data}."

@@ -62,8 +62,14 @@ def add_arguments(parser):
 
 
 def run(args):
+    if args.output:  # the figure needs matplotlib: checked, and the folder made, before any work
+        from keras_vit.extras import check
+
+        check(("matplotlib", "inspect", "keras-vit fewshot --output (its figure)"))
+        os.makedirs(args.output, exist_ok=True)
     from keras_vit.analysis import fewshot, plots
     from keras_vit.atomic import write_json_atomic
+    from keras_vit.data import named_decode_errors
 
     args.shots = args.shots or list(fewshot.DEFAULT_SHOTS)
     args.seeds = args.seeds or fewshot.DEFAULT_NUM_SEEDS
@@ -80,8 +86,9 @@ def run(args):
         args.test_fraction,
         data_dir=args.data_dir,
     )
-    train_x, train_y = fewshot.extract_features(model, train, description="train batch")
-    test_x, test_y = fewshot.extract_features(model, test, description="test batch")
+    with named_decode_errors():  # a damaged image: one sentence naming its file
+        train_x, train_y = fewshot.extract_features(model, train, description="train batch")
+        test_x, test_y = fewshot.extract_features(model, test, description="test batch")
     results = fewshot.fewshot_evaluate(
         train_x,
         train_y,

@@ -1,5 +1,12 @@
 """``keras-vit inspect``: attention rollout, attention distance, position
 embedding similarity and embedding filters (the paper's Figures 6 and 7).
+
+Photos are fitted to the model's input by their largest centred crop of the
+input's aspect ratio, then resized: nothing is stretched. Rollout maps are
+``OUTPUT/rollout/<stem>.png``; when two inputs share a stem, every map is
+named by its path below the inputs' common folder (``a/cat.jpg`` ->
+``a__cat.png``) and the command says so. Needs the ``inspect`` extra
+(matplotlib), checked before any work.
 """
 
 from __future__ import annotations
@@ -38,34 +45,54 @@ def add_arguments(parser):
 
 
 def image_paths(items):
-    """Image files named by ``items`` (files, or folders searched recursively)."""
+    """Image files named by ``items`` (files, or folders searched recursively), each once."""
     from keras_vit.data import IMAGE_EXTENSIONS
     from keras_vit.data.sources import find_images
 
-    paths = []
+    paths, seen = [], set()
     for item in items:
         if os.path.isdir(item):
-            paths += find_images(item)
+            found = find_images(item)
         elif os.path.isfile(item):
-            paths.append(item)
+            found = [item]
         else:
             raise FileNotFoundError(f"Image file or folder not found: {item}")
+        for path in found:
+            if os.path.realpath(path) not in seen:
+                seen.add(os.path.realpath(path))
+                paths.append(path)
     if not paths:
         raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {list(items)}.")
     return paths
 
 
-def _unique_names(paths):
-    """Output file stems: the input's stem, numbered when two collide."""
-    names, seen = [], {}
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return names
+def output_names(paths):
+    """Names of the rollout maps: the files' stems, or their paths when stems collide.
+
+    Returns:
+        ``(names, root)``: one name per path, and the common folder the
+        names are relative to (None when they are plain stems).
+    """
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    if len(set(stems)) == len(stems):
+        return stems, None
+    absolute = [os.path.abspath(path) for path in paths]
+    root = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    relative = [os.path.relpath(path, root) for path in absolute]
+    names = [os.path.splitext(path)[0].replace(os.sep, "__") for path in relative]
+    if len(set(names)) < len(names):  # a/b.png and a/b.jpg: keep the extension
+        names = [path.replace(os.sep, "__").replace(".", "_") for path in relative]
+    return names, root
 
 
 def run(args):
+    from keras_vit.extras import check
+
+    check(("matplotlib", "inspect", "keras-vit inspect (its figures)"))
+    paths = image_paths(args.images)
+    names, root = output_names(paths)
+    os.makedirs(os.path.join(args.output, "rollout"), exist_ok=True)  # before any work
+
     import keras
     import numpy as np
 
@@ -75,15 +102,19 @@ def run(args):
 
     image_size = args.image_size
     model = load_model(args.model, args.weights, args.num_classes, image_size)
-    paths = image_paths(args.images)
-    names = _unique_names(paths)
     size = input_size(model, image_size)
-    os.makedirs(os.path.join(args.output, "rollout"), exist_ok=True)
+    if root is not None:
+        print(
+            f"Some images share a file name: rollout maps are named by their path under "
+            f"{root} ({os.path.relpath(paths[0], root)} -> rollout/{names[0]}.png)."
+        )
     distances = []
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for start in range(0, len(paths), args.batch_size):
         batch = paths[start : start + args.batch_size]
-        images = preprocess_input(np.stack([load_image(p, size, model.channels) for p in batch]))
+        images = preprocess_input(
+            np.stack([load_image(p, size, model.channels, fit="crop") for p in batch])
+        )
         attentions, grid = inspection.model_attentions(model, images)
         maps = inspection.attention_rollout(
             attentions, grid, model.num_prefix_tokens, inspection.rollout_rows(model)

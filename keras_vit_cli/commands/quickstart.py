@@ -1,6 +1,14 @@
-"""``keras-vit quickstart``: train a small ViT on the built-in digits in minutes."""
+"""``keras-vit quickstart``: train a small ViT on the built-in digits in minutes.
+
+Writes, under ``--output`` (default ``./keras-vit-quickstart``): ``model.keras``
+and ``metrics.json`` (the run), the SavedModel ``export/digits/<version>/``
+(version 1 on the first run) and ``digit.png``, a held-out digit that the
+SavedModel classifies. The last line printed names the export folder.
+"""
 
 from __future__ import annotations
+
+import os
 
 from keras_vit_cli._common import add_override_argument, positive_int
 
@@ -13,7 +21,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--output",
         default="./keras-vit-quickstart",
-        help="Run directory for model.keras and metrics.json (default: %(default)s).",
+        help="Run directory for model.keras, metrics.json, digit.png and the SavedModel "
+        "OUTPUT/export/digits/<version>/ (default: %(default)s).",
     )
     parser.add_argument(
         "--epochs", type=positive_int, default=None, help="Epochs (default: the recipe's, 70)."
@@ -37,7 +46,11 @@ def run(args):
         f"({metrics['train_seconds']:.0f} s of training). "
         f"Saved {args.output}/model.keras and metrics.json."
     )
-    export_quickstart(args.output)  # SavedModel + one digit predicted through it
+    result, _, _ = export_quickstart(args.output)  # SavedModel + one digit predicted through it
+    print(
+        f"SavedModel for TF Serving: {os.path.join(result.path, '')} "
+        f"(keras-vit predict {result.path} {os.path.join(args.output, 'digit.png')})"
+    )
     return 0
 
 
@@ -52,11 +65,10 @@ def export_quickstart(run_dir):
     Returns:
         ``(ExportResult, true digit, predicted digit)``.
     """
-    import os
-
     import keras
     import tensorflow as tf
 
+    from keras_vit.atomic import write_bytes_atomic
     from keras_vit.data import load_digits
     from keras_vit.export import export_model
 
@@ -71,8 +83,7 @@ def export_quickstart(run_dir):
         samples=x_test[:32],
     )
     png = tf.io.encode_png(x_test[0]).numpy()
-    with open(os.path.join(run_dir, "digit.png"), "wb") as file:
-        file.write(png)
+    write_bytes_atomic(png, os.path.join(run_dir, "digit.png"), ".png")
     serve_bytes = tf.saved_model.load(result.path).signatures["serve_bytes"]
     out = serve_bytes(image_bytes=tf.constant([png]))
     predicted = int(out["top_k_labels"][0, 0].numpy())

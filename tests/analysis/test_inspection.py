@@ -184,8 +184,9 @@ def test_inspect_command_writes_all_figures(tiny_model_file, image_folder, tmp_p
         )
         == 0
     )
+    # cat.png, named twice (in the folder and alone), is drawn once
+    assert sorted(p.name for p in (output / "rollout").iterdir()) == ["astronaut.png", "cat.png"]
     assert png_size(output / "rollout" / "cat.png") == (768, 288)
-    assert png_size(output / "rollout" / "cat_2.png") == (768, 288)
     assert png_size(output / "rollout" / "astronaut.png") == (768, 288)
     assert png_size(output / "attention_distance.png") == (800, 600)
     assert png_size(output / "position_embedding_similarity.png") == (800, 800)
@@ -194,8 +195,10 @@ def test_inspect_command_writes_all_figures(tiny_model_file, image_folder, tmp_p
         assert png.stat().st_size > 1000
 
 
-def test_inspect_command_rejects_bad_input(tiny_model_file, tmp_path, capsys):
-    assert main(["inspect", "--model", "ViT_Z99", str(tmp_path), "--output", str(tmp_path)]) == 2
+def test_inspect_command_rejects_bad_input(tiny_model_file, image_folder, tmp_path, capsys):
+    assert (
+        main(["inspect", "--model", "ViT_Z99", str(image_folder), "--output", str(tmp_path)]) == 2
+    )
     assert "Unknown model 'ViT_Z99'" in capsys.readouterr().err
     assert (
         main(
@@ -219,7 +222,7 @@ def test_inspect_command_rejects_bad_input(tiny_model_file, tmp_path, capsys):
                 str(tiny_model_file),
                 "--image-size",
                 "64",
-                str(tmp_path),
+                str(image_folder),
                 "--output",
                 str(tmp_path),
             ]
@@ -339,3 +342,81 @@ def test_rollout_rows_and_position_tables_of_the_family():
         inspection.position_embedding_of(none)
     attentions, grid = inspection.model_attentions(registers, np.zeros((1, 32, 32, 3), "float32"))
     assert attentions[0].shape == (1, 4, 21, 21) and grid == (4, 4)
+
+
+def test_the_rollout_figure_has_a_colour_bar(tmp_path, monkeypatch):
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path)
+    )
+    plots.save_rollout_overlay(
+        np.zeros((16, 24, 3), "float32"), np.ones((2, 3)), tmp_path / "r.png"
+    )
+    (figure,) = figures
+    bars = [axes for axes in figure.axes if axes.get_ylabel() == "rollout / its maximum"]
+    assert len(figure.axes) == 4 and len(bars) == 1  # three panels and the bar
+    low, high = bars[0].get_ylim()
+    assert (low, high) == (0.0, 1.0)
+    assert png_size(tmp_path / "r.png") == (768, 288)
+
+
+def test_same_named_images_get_names_from_their_paths(
+    tiny_model_file, tmp_path, capsys, monkeypatch
+):
+    from PIL import Image
+    from skimage import data
+
+    from keras_vit.data import images as image_io
+
+    for folder in ("a", "b/c"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        Image.fromarray(data.chelsea()).save(tmp_path / "in" / folder / "cat.png")
+    fits = []
+    load = image_io.load_image
+    monkeypatch.setattr(
+        image_io,
+        "load_image",
+        lambda *a, fit="resize", **k: fits.append(fit) or load(*a, fit=fit, **k),
+    )
+    output = tmp_path / "out"
+    args = [
+        "inspect",
+        "--model",
+        str(tiny_model_file),
+        str(tmp_path / "in"),
+        "--output",
+        str(output),
+    ]
+    assert main(args) == 0
+    assert sorted(p.name for p in (output / "rollout").iterdir()) == ["a__cat.png", "b__c__cat.png"]
+    out = capsys.readouterr().out
+    assert f"named by their path under {tmp_path / 'in'} (a/cat.png -> rollout/a__cat.png)" in out
+    assert fits == ["crop", "crop"]  # photos are cropped to the input's shape, not stretched
+
+
+def test_inspect_checks_matplotlib_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real(name, *a),
+    )
+    missing_model = tmp_path / "never-loaded.keras"
+    args = [
+        "inspect",
+        "--model",
+        str(missing_model),
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "keras-vit inspect: error: keras-vit inspect (its figures) needs matplotlib, which is not "
+        'installed: pip install "keras-vit[inspect]" (or "keras-vit[all]" for every feature).'
+    )
+    assert not (tmp_path / "o").exists()

@@ -17,7 +17,16 @@ def test_quickstart_writes_model_and_metrics(tmp_path, capsys):
     overrides = ["jit_compile=false", "model.num_layers=1"]
     code = cli.main(["quickstart", "--output", str(output), "--epochs", "1", "--set", *overrides])
     assert code == 0
-    assert "Test accuracy:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Test accuracy:" in out
+    # The last line names the export folder that was really written, and how to use it.
+    version = output / "export" / "digits" / "1"
+    assert out.strip().splitlines()[-1] == (
+        f"SavedModel for TF Serving: {version}/ "
+        f"(keras-vit predict {version} {output / 'digit.png'})"
+    )
+    assert (version / "saved_model.pb").is_file() and (output / "digit.png").is_file()
+    assert not [p for p in output.rglob(".partial-*")]
 
     metrics = json.loads((output / "metrics.json").read_text())
     keys = ("test_accuracy", "test_loss", "train_seconds", "epochs", "steps", "num_parameters")
