@@ -160,3 +160,35 @@ def test_a_checkpoint_without_head_builds_a_feature_model_unless_asked(fixtures_
             "Ti/16", weights=tmp_path / "headless.npz", include_top=True, num_classes=3, **tiny
         )
     assert classifier.head.kernel.shape == (48, 3)
+
+
+def test_a_registry_entry_builds_its_family_with_its_normalisation(
+    fixtures_dir, tmp_path, monkeypatch
+):
+    """An entry's options and input normalisation become the factory's defaults."""
+    from keras_vit.weights import registry
+
+    entry = registry.WeightsEntry(
+        variant="Ti/16",
+        sources=(
+            registry.Source(
+                (fixtures_dir / "deit_distilled" / "timm.safetensors").as_uri(), "timm"
+            ),
+        ),
+        num_classes=10,
+        resolution=32,
+        options=dict(distillation_token=True, semantics="timm", posemb_interpolation="bicubic"),
+        mean=registry.IMAGENET[0],
+        std=registry.IMAGENET[1],
+    )
+    monkeypatch.setitem(registry.REGISTRY, "deit_tiny_fixture.test", entry)
+    monkeypatch.setenv("KERAS_VIT_CACHE", str(tmp_path / "cache"))
+    tiny = dict(hidden_size=48, num_layers=2, num_heads=4, mlp_dim=192, patch_size=8)
+    model = keras_vit.ViT.from_variant("Ti/16", weights="deit_tiny_fixture.test", **tiny)
+    assert model.distillation_token and model.image_size == (32, 32)
+    assert (model.input_mean, model.input_std) == registry.IMAGENET
+    _, ref = fixture_case("deit_distilled")
+    mean, std = (np.asarray(v, "float32") for v in registry.IMAGENET)
+    # The reference fed timm its inputs as they are; a keras-vit user feeds [-1, 1] pixels.
+    pixels = ((ref["inputs"] * std + mean) * 2.0 - 1.0).astype("float32")
+    assert max_diff(model(pixels), ref["logits"]) <= TOL
