@@ -67,6 +67,7 @@ def test_registers_and_layer_scale_at_two_sizes(fixtures_dir):
     assert max_diff(resized(ref["inputs_48x48"]), ref["logits_48x48_B"]) <= TOL
 
 
+@pytest.mark.filterwarnings("ignore:.*not the image tower")  # checked in the first load
 @pytest.mark.parametrize("file", ["big_vision_scanned.npz", "big_vision.npz"])
 def test_map_head_from_big_vision_files(fixtures_dir, file):
     _, ref = fixture_case("vit_map_head")
