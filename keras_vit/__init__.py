@@ -46,6 +46,7 @@ from keras_vit.model.layers import (  # noqa: E402
     TransformerBlock,
 )
 from keras_vit.model.loading import load_weights  # noqa: E402
+from keras_vit.model.mpp import MaskedPatchPrediction, patch_color_targets  # noqa: E402
 from keras_vit.model.posemb import (  # noqa: E402
     POSEMB_INTERPOLATIONS,
     interpolation_matrix,
@@ -66,6 +67,7 @@ __all__ = [
     "VARIANTS",
     "AddPositionEmbs",
     "ClassToken",
+    "MaskedPatchPrediction",
     "MlpBlock",
     "MultiHeadSelfAttention",
     "PatchEncoder",
@@ -98,6 +100,7 @@ __all__ = [
     "load_image",
     "load_weights",
     "model_from_checkpoint",
+    "patch_color_targets",
     "preprocess_input",
     "resize_position_embedding",
 ]
