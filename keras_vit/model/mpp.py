@@ -59,11 +59,13 @@ MPP_DEFAULTS = {
 }
 
 
-def check_mpp_settings(settings):
+def check_mpp_settings(settings, prefix=""):
     """The task settings, defaults filled in and every value checked.
 
     Args:
         settings: dict with some of ``MPP_DEFAULTS``' keys.
+        prefix: str. Put before each key in the messages (``"mpp."`` for a
+            recipe).
 
     Returns:
         dict with every key of ``MPP_DEFAULTS``.
@@ -75,22 +77,22 @@ def check_mpp_settings(settings):
     unknown = sorted(set(settings) - set(MPP_DEFAULTS))
     if unknown:
         raise ValueError(
-            f"Unknown masked patch prediction setting(s) {unknown}; "
-            f"expected some of {sorted(MPP_DEFAULTS)}."
+            f"Unknown masked patch prediction setting(s) {[prefix + k for k in unknown]}; "
+            f"expected some of {sorted(prefix + k for k in MPP_DEFAULTS)}."
         )
     checked = {**MPP_DEFAULTS, **settings}
-    checked["target"] = choice(checked["target"], "target", TARGETS)
-    checked["bits"] = integer(checked["bits"], "bits", 1, 8)
-    for name in ("corruption_rate", "mask_rate", "random_rate"):
-        checked[name] = number(checked[name], name, 0.0, 1.0)
+    checked["target"] = choice(checked["target"], prefix + "target", TARGETS)
+    checked["bits"] = integer(checked["bits"], prefix + "bits", 1, 8)
+    for key in ("corruption_rate", "mask_rate", "random_rate"):
+        checked[key] = number(checked[key], prefix + key, 0.0, 1.0)
     if checked["corruption_rate"] == 0.0:
-        raise ValueError("corruption_rate must be > 0 (nothing to predict), got 0.0.")
+        raise ValueError(f"{prefix}corruption_rate must be > 0 (nothing to predict), got 0.0.")
     if checked["mask_rate"] + checked["random_rate"] > 1.0:
         raise ValueError(
-            "mask_rate + random_rate must be <= 1 (the rest of the corrupted patches "
-            f"stay unchanged); got {checked['mask_rate']} + {checked['random_rate']}."
+            f"{prefix}mask_rate + {prefix}random_rate must be <= 1 (the rest of the corrupted "
+            f"patches stay unchanged); got {checked['mask_rate']} + {checked['random_rate']}."
         )
-    checked["downsample"] = integer(checked["downsample"], "downsample", 1)
+    checked["downsample"] = integer(checked["downsample"], prefix + "downsample", 1)
     return checked
 
 
