@@ -1,5 +1,6 @@
 """Masked patch prediction: corruption, targets, loss, gradients, saving, precision, fine-tuning."""
 
+import inspect
 import itertools
 import warnings
 
@@ -327,6 +328,40 @@ def test_a_backbone_without_class_token_and_grayscale():
     assert model.num_classes == 8  # 3 bits of one channel
     out = model(images((3, 8, 8, 1)))
     assert tuple(out["predictions"].shape) == (3, 16, 8)
+
+
+@pytest.mark.skipif(
+    "num_register_tokens" not in inspect.signature(ViT).parameters,
+    reason="this ViT has no family options (prefix tokens, MAP, sin-cos) yet",
+)
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(distillation_token=True, num_register_tokens=4),  # P = 6
+        dict(classifier="map", posemb="sincos2d", num_register_tokens=2),
+        dict(class_token=False, fc_norm=True, classifier="gap", layer_scale_init=1e-5),
+    ],
+    ids=["distilled-registers", "map-sincos-registers", "gap-layerscale"],
+)
+def test_family_backbones_predict_their_patch_tokens(options):
+    backbone = tiny_backbone(**options)
+    model = MaskedPatchPrediction(backbone, seed=0)
+    x = images((2, 16, 16, 3))
+    out = model(x)
+    assert tuple(out["predictions"].shape) == (2, 16, 512)  # patch tokens only, not the prefix
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, None, model(x, training=True))
+    assert float(tf.norm(tape.gradient(loss, model.mask_token))) > 0
+    # Predictions are of the patch tokens, which follow the prefix tokens.
+    state = model.seed_generator.state.numpy()
+    out = model(x)
+    model.seed_generator.state.assign(state)
+    patches, grid = backbone.embed_patches(x)
+    encoded = backbone.encode(model.corrupt(patches["patches"])[0], grid)["encoded"]
+    assert encoded.shape[1] == backbone.num_prefix_tokens + 16
+    np.testing.assert_allclose(
+        out["predictions"], model.head(encoded[:, backbone.num_prefix_tokens :]), atol=1e-6
+    )
 
 
 def test_bad_settings_are_refused_by_name():

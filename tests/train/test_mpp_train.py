@@ -1,5 +1,6 @@
 """``task: mpp`` recipes: pre-training without labels, the backbone it writes, resume."""
 
+import inspect
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import tensorflow as tf
 from keras_vit import MaskedPatchPrediction, ViT
 from keras_vit.data.sources import write_tfrecord
 from keras_vit.messages import KerasVitWarning
-from keras_vit.train.loop import build_mpp_model, train
+from keras_vit.train.loop import build_mpp_model, save_backbone, train
 from keras_vit.train.recipe import DEFAULTS, load_recipe
 from keras_vit_cli import main as cli
 
@@ -155,6 +156,29 @@ def test_the_pixel_target_has_no_accuracy(tmp_path):
     assert model.num_classes is None and model.head.units == 4  # a 2 x 2 grey patch
     metrics = train(recipe.replace(output=str(tmp_path / "run")))
     assert metrics["test_accuracy"] is None and "val_accuracy" not in metrics["history"]
+
+
+@pytest.mark.skipif(
+    "num_register_tokens" not in inspect.signature(ViT).parameters,
+    reason="this ViT has no register tokens yet",
+)
+def test_a_backbone_the_official_layout_cannot_hold_is_kept_as_keras(tmp_path):
+    backbone = ViT(
+        image_size=8,
+        patch_size=2,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=32,
+        channels=1,
+        include_top=False,
+        num_register_tokens=2,
+    )
+    with pytest.warns(KerasVitWarning, match="backbone.npz not written"):
+        files = save_backbone(backbone, tmp_path)
+    assert files["backbone_npz"] is None and not (tmp_path / "backbone.npz").exists()
+    loaded = keras.saving.load_model(files["backbone_keras"], safe_mode=True)
+    assert loaded.num_prefix_tokens == 3
 
 
 def test_evaluate_refuses_a_pretraining_model(tmp_path):
