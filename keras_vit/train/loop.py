@@ -194,10 +194,11 @@ def save_backbone(backbone, output):
 
     ``backbone.npz`` (official layout) is what ``weights=`` of every factory
     and of ``ViT.from_checkpoint`` reads: a new head is initialised (with
-    the usual warning). It loads with ``semantics="official"`` (tanh GELU)
-    by default, the backbone's own when it was trained so; pass
-    ``semantics=`` for another. ``backbone.keras`` (safe mode) is the ViT as
-    it is, for ``keras-vit fewshot`` and ``inspect``.
+    the usual warning); the mask token and the prediction head are not in
+    it. An ``.npz`` reads as ``semantics="official"`` (tanh GELU) unless its
+    writer records other numerics, so the MPP recipes pre-train with
+    official semantics. ``backbone.keras`` (safe mode) is the ViT as it is,
+    for ``keras-vit fewshot`` and ``inspect``.
 
     Returns:
         dict ``{"backbone_keras": path, "backbone_npz": path or None}`` (None

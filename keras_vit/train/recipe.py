@@ -1,9 +1,11 @@
 """Training recipes as data: YAML files in ``pipelines/`` plus ``--set`` overrides.
 
-A recipe is a ``Recipe``: typed, validated settings with two nested mappings,
-``model`` (keyword arguments of ``keras_vit.ViT``, or a ``variant`` string
-such as ``"B/16"`` plus overrides for ``ViT.from_variant``) and ``augment``
-(see ``keras_vit.data.AUGMENT_DEFAULTS``). Every key of a recipe file must be
+A recipe is a ``Recipe``: typed, validated settings with three nested
+mappings, ``model`` (keyword arguments of ``keras_vit.ViT``, or a ``variant``
+string such as ``"B/16"`` plus overrides for ``ViT.from_variant``),
+``augment`` (see ``keras_vit.data.AUGMENT_DEFAULTS``) and ``mpp`` (the
+settings of ``task: mpp``, masked patch prediction: see
+``keras_vit.model.mpp.MPP_DEFAULTS``). Every key of a recipe file must be
 known (the known ones are listed otherwise), and every value is checked
 when the recipe is read, so a typo or a nonsensical number is an error
 before any training starts, not deep inside it.

@@ -18,6 +18,7 @@ from keras_vit.train import loop, resume
 from keras_vit.train.loop import schedule_of, train
 from keras_vit.train.recipe import load_recipe
 from keras_vit.train.resume import METADATA, ResumeError, RunBackup
+from keras_vit_cli import main as cli
 
 from test_loop import TINY_MODEL
 
@@ -216,3 +217,16 @@ def test_a_plan_of_20_steps_trains_20_steps(tmp_path):
     metrics = train(recipe(tmp_path / "run", "steps=20", "steps_per_epoch=500"))
     assert metrics["steps"] == 20 and metrics["epochs"] == 1
     assert len(metrics["history"]["loss"]) == 1
+
+
+def test_the_command_line_names_the_damage_and_starts_fresh(run_dir, capsys):
+    (run_dir / "backup" / METADATA).write_text("garbage")
+    args = ["train", "digits_scratch", "--output", str(run_dir), "--set"]
+    overrides = [*TINY_MODEL, f"steps={PLANNED_STEPS}", f"steps_per_epoch={STEPS_PER_EPOCH}"]
+    overrides += ["warmup_steps=1", "verbose=0"]
+    assert cli.main([*args, *overrides]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("keras-vit train: error: Cannot resume")
+    assert "training_metadata.json is damaged" in error[0] and "--fresh" in error[0]
+    assert cli.main([*args, *overrides, "--fresh"]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == PLANNED_STEPS
