@@ -52,6 +52,7 @@ from keras_vit.model.layers import (  # noqa: E402
     PrefixTokens,
 )
 from keras_vit.model.loading import load_weights  # noqa: E402
+from keras_vit.model.mpp import MaskedPatchPrediction, patch_color_targets  # noqa: E402
 from keras_vit.model.posemb import (  # noqa: E402
     POSEMB_INTERPOLATIONS,
     interpolation_matrix,
@@ -75,6 +76,7 @@ __all__ = [
     "ClassToken",
     "LayerScale",
     "MAPHead",
+    "MaskedPatchPrediction",
     "MlpBlock",
     "MultiHeadSelfAttention",
     "PatchEncoder",
@@ -108,6 +110,7 @@ __all__ = [
     "load_image",
     "load_weights",
     "model_from_checkpoint",
+    "patch_color_targets",
     "preprocess_input",
     "resize_position_embedding",
 ]

@@ -57,9 +57,11 @@ from keras_vit.validation import integer
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val", "validation")}
+#: Records hold ``image`` (encoded bytes) and ``label`` (int64); files without any
+#: ``label`` are an unlabeled source (every label 0).
 TFRECORD_FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
-    "label": tf.io.FixedLenFeature([], tf.int64),
+    "label": tf.io.FixedLenFeature([], tf.int64, default_value=0),
 }
 
 
@@ -462,7 +464,7 @@ def _tfrecord_source(files, channels, num_classes=None):
     missing = [f for f in files if not tf.io.gfile.exists(f)]
     if missing:
         raise FileNotFoundError(f"TFRecord file(s) not found: {missing}")
-    labels, names = _checked_records(files, num_classes)
+    labels, names, labelled = _checked_records(files, num_classes)
     # Read file after file, so that an element's index names its record.
     dataset = decoded_in_order(
         tf.data.TFRecordDataset(files),
@@ -470,6 +472,8 @@ def _tfrecord_source(files, channels, num_classes=None):
         names,
         channels,
     )
+    if not labelled:
+        return Source(dataset, None, len(labels), labels=labels)
     count = num_classes or int(labels.max(initial=-1)) + 1
     return Source(dataset, count, len(labels), labels=labels)
 
@@ -477,10 +481,15 @@ def _tfrecord_source(files, channels, num_classes=None):
 def _checked_records(files, num_classes):
     """One pass over the records: labels, and a name per record (``"record 3 of f"``).
 
+    Returns:
+        ``(labels, names, labelled)``; without any ``label`` feature the
+        labels are zeros and ``labelled`` is False.
+
     Raises:
         ValueError: for a file that is not a TFRecord file, records that are
-            not ``tf.train.Example`` with ``image`` and ``label``, a label
-            outside ``[0, num_classes)`` (>= 0 without ``num_classes``) or an
+            not ``tf.train.Example`` with ``image`` (and ``label``, unless no
+            record has one), a label outside ``[0, num_classes)`` (>= 0
+            without ``num_classes``) or an
             image whose first bytes are no JPEG/PNG/GIF/BMP; each named by
             file and record index.
     """
@@ -508,6 +517,9 @@ def _checked_records(files, num_classes):
     labels = np.concatenate(labels) if labels else np.zeros([0], "int64")
     if not len(labels):
         raise ValueError(f"No records in the TFRecord file(s) {list(files)}.")
+    labelled = not np.all(labels == _NO_LABEL)
+    if not labelled:  # images only: an unlabeled source (self-supervised pre-training)
+        labels = np.zeros_like(labels)
     limit = f"[0, {num_classes})" if num_classes else "[0, classes)"
     bad = [
         f"{names[i]} has "
@@ -524,7 +536,7 @@ def _checked_records(files, num_classes):
     if bad:
         more = f", and {len(bad) - LISTED_FILES} more" if len(bad) > LISTED_FILES else ""
         raise ValueError(f"Bad records in {list(files)}: {'; '.join(bad[:LISTED_FILES])}{more}.")
-    return labels, names
+    return labels, names, labelled
 
 
 _NO_LABEL = np.iinfo("int64").min

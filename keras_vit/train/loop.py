@@ -1,9 +1,14 @@
 """Runs a training recipe (see ``keras_vit.train.recipe``) with ``model.fit``.
 
 ``train(recipe)`` is the whole job of ``keras-vit train``: open the data,
-build model, optimiser and metrics in the strategy's scope, fit with
-checkpoints that survive a SIGKILL (``BackupAndRestore``), evaluate, and
-write ``model.keras`` and ``metrics.json`` into the run directory.
+build model, optimiser and metrics in the strategy's scope, fit with a
+training state that survives a SIGKILL at any moment
+(``keras_vit.train.resume``), evaluate, and write ``model.keras`` and
+``metrics.json`` into the run directory. ``task: mpp`` recipes pre-train
+with masked patch prediction (``keras_vit.MaskedPatchPrediction``) on the
+images alone and also write the backbone: ``backbone.npz`` (official
+layout: ``keras_vit.ViT_B16(weights=..., num_classes=10)`` fine-tunes it)
+and ``backbone.keras``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import tensorflow as tf
 
 from keras_vit.atomic import atomic_path, write_json_atomic
 from keras_vit.data import sources, streams
-from keras_vit.messages import logger
+from keras_vit.messages import KerasVitWarning, logger
+from keras_vit.model.mpp import MaskedPatchPrediction
 from keras_vit.model.vit import ViT
 from keras_vit.train import strategies
 from keras_vit.train.recipe import Recipe
+from keras_vit.train.resume import RunBackup
 from keras_vit.train.schedules import WarmupDecay
+from keras_vit.weights.writers import save_official_npz
 
 OPTIMIZER_CLASSES = {
     "adam": keras.optimizers.Adam,
@@ -80,7 +88,7 @@ def build_optimizer(recipe, total_steps):
     return optimizer_class(weight_decay=recipe.weight_decay or None, **adam_args)
 
 
-def build_model(recipe, num_classes):
+def build_model(recipe, num_classes, include_top=True):
     """The recipe's ViT, from scratch or fine-tuned from ``weights``.
 
     ``model.variant`` (e.g. ``"B/16"``) goes through ``ViT.from_variant``;
@@ -92,15 +100,19 @@ def build_model(recipe, num_classes):
     Args:
         recipe: ``Recipe``. Uses ``model``, ``image_size``, ``channels``,
             ``weights`` and ``new_head``.
-        num_classes: int. Classes of the head.
+        num_classes: int or None. Classes of the head.
+        include_top: bool. False for a backbone without head (pre-training).
 
     Returns:
         A built ``keras_vit.ViT`` taking ``(batch, image_size, image_size,
-        channels)`` in [-1, 1] and returning logits ``(batch, num_classes)``.
+        channels)`` in [-1, 1] and returning logits ``(batch, num_classes)``
+        (pooled features without a top).
     """
     config = dict(recipe.model)
     variant = config.pop("variant", None)
-    config.update(image_size=recipe.image_size, channels=recipe.channels)
+    config.update(image_size=recipe.image_size, channels=recipe.channels, include_top=include_top)
+    if not include_top:
+        num_classes = None
     weights = recipe.weights
     if weights is None:
         if variant is not None:
@@ -115,10 +127,24 @@ def build_model(recipe, num_classes):
             if recipe.new_head:  # the checkpoint's head is replaced on purpose
                 warnings.filterwarnings("ignore", message="Not loading the checkpoint's 'head'")
             model = ViT.from_checkpoint(weights, num_classes=num_classes, **config)
-    if recipe.new_head:
+    if recipe.new_head and model.head is not None:
         for variable in model.head.weights:
             variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     return model
+
+
+def build_mpp_model(recipe):
+    """``MaskedPatchPrediction`` around the recipe's ViT (without a head).
+
+    Args:
+        recipe: ``Recipe``. As ``build_model``, plus ``mpp`` (the task's
+            settings) and ``seed`` (of the corruption draws).
+
+    Returns:
+        A built ``keras_vit.MaskedPatchPrediction``.
+    """
+    backbone = build_model(recipe, None, include_top=False)
+    return MaskedPatchPrediction(backbone, seed=recipe.seed, **recipe.mpp)
 
 
 LOSSES = {
@@ -132,14 +158,20 @@ def compile_model(model, optimizer, recipe):
 
     ``loss`` is ``"softmax_xent"`` (categorical cross-entropy) or
     ``"sigmoid_xent"`` (per-class binary cross-entropy, as big_vision
-    pre-trains on ImageNet-21k).
+    pre-trains on ImageNet-21k). A ``MaskedPatchPrediction`` model brings its
+    own loss and masked-patch accuracy.
     """
+    task = {}
+    if not isinstance(model, MaskedPatchPrediction):
+        task = {
+            "loss": LOSSES[recipe.loss](from_logits=True, label_smoothing=recipe.label_smoothing),
+            "metrics": [keras.metrics.CategoricalAccuracy(name="accuracy")],
+        }
     model.compile(
         optimizer=optimizer,
-        loss=LOSSES[recipe.loss](from_logits=True, label_smoothing=recipe.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=bool(recipe.jit_compile),
         steps_per_execution=recipe.steps_per_execution,
+        **task,
     )
 
 
@@ -154,6 +186,34 @@ def save_model_atomic(model, path):
     inference_model.set_weights(model.get_weights())
     with atomic_path(path, ".keras") as partial:
         inference_model.save(partial)
+    return path
+
+
+def save_backbone(backbone, output):
+    """Writes a pre-trained backbone as ``backbone.keras`` and ``backbone.npz``.
+
+    ``backbone.npz`` (official layout) is what ``weights=`` of every factory
+    and of ``ViT.from_checkpoint`` reads: a new head is initialised (with
+    the usual warning); the mask token and the prediction head are not in
+    it. An ``.npz`` reads as ``semantics="official"`` (tanh GELU) unless its
+    writer records other numerics, so the MPP recipes pre-train with
+    official semantics. ``backbone.keras`` (safe mode) is the ViT as it is,
+    for ``keras-vit fewshot`` and ``inspect``.
+
+    Returns:
+        dict ``{"backbone_keras": path, "backbone_npz": path or None}`` (None
+        with a ``KerasVitWarning`` when the official layout cannot hold the
+        backbone).
+    """
+    paths = {"backbone_keras": str(save_model_atomic(backbone, output / "backbone.keras"))}
+    try:
+        paths["backbone_npz"] = str(save_official_npz(backbone, str(output / "backbone.npz")))
+    except ValueError as err:
+        warnings.warn(
+            f"backbone.npz not written ({err}); use backbone.keras.", KerasVitWarning, stacklevel=2
+        )
+        paths["backbone_npz"] = None
+    return paths
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -163,14 +223,21 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         path: str or path. ``.keras`` file.
         monitor: str. A log key, e.g. ``"val_accuracy"``; larger is better
             unless the name contains ``"loss"``.
+        best: float or None. The best so far (``best`` of a run being
+            resumed: the monitored value times ``sign``).
     """
 
-    def __init__(self, path, monitor="val_accuracy"):
+    def __init__(self, path, monitor="val_accuracy", best=None):
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
         self.sign = -1.0 if "loss" in monitor else 1.0
-        self.best = -math.inf
+        self.best = -math.inf if best is None else float(best)
+
+    @property
+    def has_best(self):
+        """True once a value was seen (``best`` is finite)."""
+        return math.isfinite(self.best)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -199,13 +266,21 @@ def open_data(recipe):
         ``(train Source, eval Source)``.
 
     Raises:
-        ValueError: if neither ``eval_data`` nor ``dev_percent`` is set.
+        ValueError: if neither ``eval_data`` nor ``dev_percent`` is set, or
+            a classifier's data has no labels.
     """
 
     def source(spec, split):
-        return sources.open_source(spec, split, recipe.data_dir, recipe.download, recipe.channels)
+        return sources.open_source(
+            spec, split, recipe.data_dir, recipe.download, recipe.channels, recipe.num_classes
+        )
 
     train_source = source(recipe.data, "train")
+    if recipe.task == "classify" and not train_source.labelled and not recipe.num_classes:
+        raise ValueError(
+            f"{recipe.data} holds images without classes (no class subfolders): train a "
+            "classifier on class subfolders, or pre-train on it with task=mpp."
+        )
     if recipe.dev_percent:
         train_source, dev_source = sources.split_dev(train_source, recipe.dev_percent)
         return train_source, dev_source
@@ -214,8 +289,18 @@ def open_data(recipe):
     return train_source, source(recipe.eval_data, "test")
 
 
+def _largest_divisor(number, limit):
+    return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
+
+
 def schedule_of(recipe, num_examples):
-    """``(epochs, steps_per_epoch)``: ``steps`` (rounded up to whole epochs) or ``epochs``.
+    """``(epochs, steps_per_epoch)`` that run exactly ``steps``, or ``epochs`` of the data.
+
+    With ``steps``, an epoch is ``steps_per_epoch`` steps (fewer when
+    ``steps`` is smaller), or without it the largest divisor of ``steps``
+    that is at most one pass over the data; a notice says when the epoch
+    differs from what was asked. ``Recipe`` refuses ``steps`` that are not
+    a multiple of an explicit ``steps_per_epoch``.
 
     Raises:
         ValueError: if neither is set, or the data is smaller than one batch.
@@ -225,9 +310,25 @@ def schedule_of(recipe, num_examples):
         raise ValueError(
             f"batch_size {recipe.batch_size} is larger than the {num_examples} training examples."
         )
-    if recipe.steps:
-        steps_per_epoch = recipe.steps_per_epoch or min(batches, recipe.steps)
-        return math.ceil(recipe.steps / steps_per_epoch), steps_per_epoch
+    steps = recipe.steps
+    if steps:
+        if recipe.steps_per_epoch:
+            steps_per_epoch = min(recipe.steps_per_epoch, steps)
+            asked = recipe.steps_per_epoch
+        else:
+            steps_per_epoch = _largest_divisor(steps, batches)
+            asked = min(batches, steps)
+        if steps_per_epoch != asked:
+            logger.info(
+                "%d steps run as %d epoch(s) of %d steps (steps_per_epoch %d would not end "
+                "on step %d).",
+                steps,
+                steps // steps_per_epoch,
+                steps_per_epoch,
+                asked,
+                steps,
+            )
+        return steps // steps_per_epoch, steps_per_epoch
     if recipe.epochs is None:
         raise ValueError("The recipe sets neither `epochs` nor `steps`.")
     return int(recipe.epochs), batches
@@ -275,18 +376,32 @@ def run_directory(recipe, strategy):
     return output
 
 
-def train(recipe):
-    """Runs a recipe end to end.
+def fresh_command(recipe, output):
+    """The command that starts a run over, for messages about a backup."""
+    return f"keras-vit train {recipe.name or 'RECIPE'} --output {output} --fresh [your --set ...]"
+
+
+def train(recipe, fresh=False):
+    """Runs a recipe end to end, resuming an interrupted run in the same ``output``.
 
     Args:
         recipe: ``Recipe`` from ``keras_vit.train.recipe.load_recipe``; ``output`` is the
             run directory (default ``runs/<name>``).
+        fresh: bool. Delete the run's backup and start over instead of resuming.
 
     Returns:
         dict of metrics, also written to ``<output>/metrics.json``:
-        ``test_accuracy`` and ``test_loss`` (on the evaluation data),
-        ``train_seconds``, ``epochs``, ``steps`` (optimiser updates),
-        ``num_parameters``, ``num_replicas``, ``history`` and the recipe.
+        ``test_accuracy`` and ``test_loss`` (on the evaluation data; for
+        ``task: mpp`` the masked-patch accuracy, None for the ``pixels``
+        target, and loss), ``train_seconds``, ``epochs``, ``steps``
+        (optimiser updates), ``num_parameters``, ``num_replicas``,
+        ``history`` (of the epochs this call trained), ``files`` (what was
+        written) and the recipe.
+
+    Raises:
+        ResumeError: (a ``ValueError``) when the run's backup is damaged or
+            was written for another plan; its message names the file and the
+            command that starts fresh.
     """
     strategy = strategies.make_strategy(recipe.strategy, recipe.tpu, recipe.cpu_devices)
     check_strategy_support(recipe, strategy)
@@ -300,15 +415,20 @@ def train(recipe):
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy_of(recipe.mixed_precision))
     try:
-        return _fit_and_evaluate(recipe, strategy, output)
+        with sources.named_decode_errors():  # a damaged image: one sentence naming its file
+            return _fit_and_evaluate(recipe, strategy, output, fresh)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _fit_and_evaluate(recipe, strategy, output):
+def _images_only(images, labels):
+    return images
+
+
+def _fit_and_evaluate(recipe, strategy, output, fresh):
     train_source, eval_source = open_data(recipe)
-    num_classes = recipe.num_classes or train_source.num_classes
     epochs, steps_per_epoch = schedule_of(recipe, train_source.num_examples)
+    pretraining = recipe.task == "mpp"
     train_data = streams.train_stream(
         train_source,
         recipe.image_size,
@@ -326,14 +446,32 @@ def _fit_and_evaluate(recipe, strategy, output):
         recipe.eval_batch_size or recipe.batch_size,
         cache=True,
     )
+    if pretraining:  # the labels (all 0 for a folder of images) are not used
+        train_data, eval_data = train_data.map(_images_only), eval_data.map(_images_only)
+    plan = {
+        "task": recipe.task,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": recipe.batch_size,
+        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
+    }
+    backup = RunBackup(output / "backup", plan, fresh_command(recipe, output))
+    if fresh:
+        backup.remove()
     with strategy.scope():
-        model = build_model(recipe, num_classes)
+        if pretraining:
+            model = build_mpp_model(recipe)
+        else:
+            model = build_model(recipe, recipe.num_classes or train_source.num_classes)
         compile_model(model, build_optimizer(recipe, epochs * steps_per_epoch), recipe)
-    callbacks = [keras.callbacks.BackupAndRestore(str(output / "backup"))]
+        initial_epoch, best = backup.restore(model)
+    best_checkpoint = None
     if strategies.is_chief(strategy):
-        callbacks.append(BestModelCheckpoint(output / "best.keras"))
-        if recipe.tensorboard:
-            callbacks += tensorboard_callbacks(output / "logs")
+        monitor = "val_loss" if pretraining else "val_accuracy"
+        best_checkpoint = BestModelCheckpoint(output / "best.keras", monitor, best)
+    callbacks = [c for c in (best_checkpoint, backup.callback(best_checkpoint)) if c is not None]
+    if strategies.is_chief(strategy) and recipe.tensorboard:
+        callbacks += tensorboard_callbacks(output / "logs")
 
     fit_support = (
         strategies.multiworker_fit_support()
@@ -345,6 +483,7 @@ def _fit_and_evaluate(recipe, strategy, output):
         history = model.fit(
             train_data,
             epochs=epochs,
+            initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
             validation_data=eval_data,
             callbacks=callbacks,
@@ -352,21 +491,25 @@ def _fit_and_evaluate(recipe, strategy, output):
             verbose=recipe.verbose,
         )
         train_seconds = time.perf_counter() - start
-        test_loss, test_accuracy = model.evaluate(eval_data, verbose=0)
+        results = model.evaluate(eval_data, verbose=0, return_dict=True)
 
-    save_model_atomic(model, output / "model.keras")
+    files = {"model": str(save_model_atomic(model, output / "model.keras"))}
+    if pretraining:
+        files.update(save_backbone(model.backbone, output))
     metrics = {
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
+        "test_accuracy": None if "accuracy" not in results else float(results["accuracy"]),
+        "test_loss": float(results["loss"]),
         "train_seconds": round(train_seconds, 2),
         "epochs": epochs,
         "steps": int(model.optimizer.iterations.numpy()),
         "num_parameters": int(model.count_params()),
         "num_replicas": strategy.num_replicas_in_sync,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "files": files,
         "recipe": recipe.to_dict(),
     }
     write_json_atomic(metrics, output / "metrics.json")
+    backup.remove()  # only now: a kill before this resumes from the last epoch
     return metrics
 
 
@@ -393,7 +536,14 @@ def evaluate_saved_model(path, data, split="test", data_dir=None, batch_size=64)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file not found: {path}")
     model = keras.saving.load_model(path, safe_mode=True)
-    source = sources.open_source(data, split, data_dir, channels=model.channels)
+    if not isinstance(model, ViT) or model.head is None:
+        raise ValueError(
+            f"{path} holds a {type(model).__name__} without a classification head; evaluate "
+            "a classifier (fine-tune a pre-trained backbone.npz with weights=... first)."
+        )
+    source = sources.open_source(
+        data, split, data_dir, channels=model.channels, num_classes=model.num_classes
+    )
     if source.num_classes > model.num_classes:
         raise ValueError(
             f"{data} has {source.num_classes} classes; the model's head has {model.num_classes}."

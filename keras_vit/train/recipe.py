@@ -1,9 +1,11 @@
 """Training recipes as data: YAML files in ``pipelines/`` plus ``--set`` overrides.
 
-A recipe is a ``Recipe``: typed, validated settings with two nested mappings,
-``model`` (keyword arguments of ``keras_vit.ViT``, or a ``variant`` string
-such as ``"B/16"`` plus overrides for ``ViT.from_variant``) and ``augment``
-(see ``keras_vit.data.AUGMENT_DEFAULTS``). Every key of a recipe file must be
+A recipe is a ``Recipe``: typed, validated settings with three nested
+mappings, ``model`` (keyword arguments of ``keras_vit.ViT``, or a ``variant``
+string such as ``"B/16"`` plus overrides for ``ViT.from_variant``),
+``augment`` (see ``keras_vit.data.AUGMENT_DEFAULTS``) and ``mpp`` (the
+settings of ``task: mpp``, masked patch prediction: see
+``keras_vit.model.mpp.MPP_DEFAULTS``). Every key of a recipe file must be
 known (the known ones are listed otherwise), and every value is checked
 when the recipe is read, so a typo or a nonsensical number is an error
 before any training starts, not deep inside it.
@@ -18,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from keras_vit import validation
+from keras_vit.model.mpp import MPP_DEFAULTS, check_mpp_settings
 from keras_vit.train.schedules import DECAYS
 from keras_vit.train.strategies import STRATEGIES
 
@@ -35,6 +38,8 @@ PIPELINES_DIR = _pipelines_dir()
 #: Names of the optimisers and losses ``keras_vit.train.loop`` builds.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("softmax_xent", "sigmoid_xent")
+#: What a run trains: a classifier on labels, or masked patch prediction without them.
+TASKS = ("classify", "mpp")
 
 
 def _optional(check):
@@ -86,6 +91,10 @@ def _verbosity(value, name):
     return value if value == "auto" else _int(0, 2)(value, name)
 
 
+def _mpp(value, name):
+    return check_mpp_settings(_mapping(value, name), prefix=f"{name}.")
+
+
 def _setting(default, check, help_text):
     return dataclasses.field(
         default_factory=lambda: default if not isinstance(default, dict) else dict(default),
@@ -98,6 +107,8 @@ class Recipe:
     """Every setting of a training run, checked when built (``ValueError`` naming the key)."""
 
     name: str | None = _setting(None, _optional(_text), "recipe name (the YAML file's stem)")
+    task: str = _setting("classify", _one_of(*TASKS), "classify | mpp (masked patch prediction)")
+    mpp: dict = _setting(MPP_DEFAULTS, _mpp, "task=mpp settings (keras_vit.MaskedPatchPrediction)")
     # data
     data: str = _setting("digits", _text, "digits | tfds:NAME[:SPLIT] | DIR | *.tfrecord")
     data_dir: str | None = _setting(None, _optional(_text), "tfds data directory")
@@ -160,6 +171,23 @@ class Recipe:
         for field in dataclasses.fields(self):
             checked = field.metadata["check"](getattr(self, field.name), field.name)
             object.__setattr__(self, field.name, checked)
+        self._check_together()
+
+    def _check_together(self):
+        if self.task == "mpp":
+            mixing = [key for key in ("mixup", "cutmix") if self.augment.get(key)]
+            if mixing:
+                raise ValueError(
+                    f"augment {mixing} mix labels; task=mpp trains without labels: set them to 0."
+                )
+        spe = self.steps_per_epoch
+        if self.steps and spe and self.steps > spe and self.steps % spe:
+            low, high = self.steps // spe * spe, (self.steps // spe + 1) * spe
+            raise ValueError(
+                f"steps={self.steps} is not a multiple of steps_per_epoch={spe} (Keras "
+                f"trains whole epochs): set steps to {low} or {high}, or a steps_per_epoch "
+                f"that divides {self.steps}."
+            )
 
     def replace(self, **changes):
         """A copy with ``changes`` (checked again)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 from keras_vit_cli._common import STRATEGIES, add_override_argument
 
 NAME = "train"
-HELP = "Train or fine-tune a ViT with a recipe from pipelines/ (or any recipe YAML)."
+HELP = (
+    "Train, fine-tune or pre-train (task: mpp) a ViT with a recipe from pipelines/ "
+    "(or any recipe YAML); an interrupted run resumes when run again."
+)
 
 
 def add_arguments(parser):
@@ -18,6 +21,11 @@ def add_arguments(parser):
         "--strategy",
         choices=STRATEGIES,
         help="Distribution strategy (default: the recipe's, usually auto).",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="Start over: delete the run's backup instead of resuming from it.",
     )
     parser.add_argument(
         "--print-recipe", action="store_true", help="Print the resolved recipe and exit."
@@ -41,9 +49,14 @@ def run(args):
 
     from keras_vit.train.loop import train
 
-    metrics = train(recipe)
-    print(
-        f"{recipe.name}: eval accuracy {metrics['test_accuracy']:.4f} after "
-        f"{metrics['steps']} steps ({metrics['train_seconds']:.0f} s)."
-    )
+    metrics = train(recipe, fresh=args.fresh)
+    steps = f"after {metrics['steps']} steps ({metrics['train_seconds']:.0f} s)"
+    if recipe.task == "mpp":
+        accuracy = metrics["test_accuracy"]
+        shown = "" if accuracy is None else f"masked-patch accuracy {accuracy:.4f}, "
+        files = metrics["files"]
+        print(f"{recipe.name}: eval {shown}loss {metrics['test_loss']:.4f} {steps}.")
+        print(f"Pre-trained backbone: {files['backbone_npz'] or files['backbone_keras']}")
+    else:
+        print(f"{recipe.name}: eval accuracy {metrics['test_accuracy']:.4f} {steps}.")
     return 0

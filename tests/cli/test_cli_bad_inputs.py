@@ -138,7 +138,7 @@ def test_a_tfrecord_label_of_minus_one_is_named_by_its_record(tiny_model, tmp_pa
             tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
         )
     last = fails(["evaluate", tiny_model, "--data", tmp_path], capsys)
-    assert f"record 0 of {tmp_path / 'e.tfrecord'} has label -1, outside [0, classes)" in last
+    assert f"record 0 of {tmp_path / 'e.tfrecord'} has label -1, outside [0, 3)" in last
 
 
 def test_evaluate_output_that_is_a_folder_fails_before_evaluating(tiny_model, tmp_path, capsys):

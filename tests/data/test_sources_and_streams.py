@@ -146,3 +146,31 @@ def test_eval_stream_resizes_and_scales_in_order():
     images, labels = next(iter(batches))
     np.testing.assert_allclose(images.numpy(), x_test[:100] / 127.5 - 1.0, atol=1e-5)
     np.testing.assert_array_equal(labels.numpy().argmax(-1), y_test[:100])
+
+
+def _image_only_records(path, images, labels=None):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, image in enumerate(images):
+            feature = {
+                "image": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[tf.io.encode_png(image).numpy()])
+                )
+            }
+            if labels is not None and labels[i] is not None:
+                feature["label"] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[labels[i]])
+                )
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+
+
+def test_tfrecords_without_labels_are_an_unlabeled_source(tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+    _image_only_records(tmp_path / "unlabeled.tfrecord", images)
+    source = data.open_source(str(tmp_path / "unlabeled.tfrecord"), channels=1)
+    assert not source.labelled and source.num_classes is None and source.num_examples == 3
+    decoded = [image for image, _ in source.dataset.as_numpy_iterator()]
+    np.testing.assert_array_equal(np.stack(decoded), images)
+    _image_only_records(tmp_path / "mixed.tfrecord", images, labels=[1, None, 0])
+    with pytest.raises(ValueError, match=r"record 1 of .*mixed.tfrecord has no 'label'"):
+        data.open_source(str(tmp_path / "mixed.tfrecord"), channels=1)
