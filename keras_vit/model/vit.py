@@ -778,7 +778,8 @@ class ViT(keras.Model):
                 a name of ``keras_vit.weights.REGISTRY`` (downloaded once); or
                 a URL.
             include_top: bool or None. Keep the classification head; None:
-                yes, unless ``weights`` has none (DINOv2, SigLIP towers).
+                yes, unless ``weights`` has none (DINOv2, SigLIP towers) and
+                no ``num_classes`` is given.
             input_shape: optional ``(height, width, channels)``.
             image_size: optional int or (int, int); default 224 (or the
                 checkpoint's resolution).
@@ -824,12 +825,12 @@ class ViT(keras.Model):
             if key in defaults:
                 overrides.setdefault(key, defaults[key])
         config.update(overrides)
+        if include_top is None:  # asking for classes asks for a head
+            include_top = num_classes is not None or defaults.get("include_top", True)
         if image_size is None:
             image_size = defaults.get("image_size") or 224
         if num_classes is None:
             num_classes = defaults.get("num_classes") or 1000
-        if include_top is None:
-            include_top = defaults.get("include_top", True)
         model = cls(
             image_size=image_size,
             num_classes=num_classes,
