@@ -247,7 +247,7 @@ def export_model(
             "classes; pass one label per class."
         )
     extras.check(*required_extras(plan))
-    model_name = model_name or model.name
+    model_name = model.name if model_name is None else model_name
     model_dir = layout.model_folder(output_dir, model_name)
     layout.remove_stale_staging(model_dir)
     version = layout.claim_version(model_dir, version)
