@@ -232,12 +232,12 @@ def _load_openvino(path, precision=None):
     if precision is None:
         precision = (info and info.openvino_precision) or "f32"
     compiled = compile_openvino(path, precision)  # a damaged file: ValueError
-    names = [output.get_any_name() for output in compiled.outputs]
+    ports = {n: port for port in compiled.outputs for n in port.get_names() if n in OUTPUTS}
     model_input = compiled.inputs[0].get_partial_shape()
 
     def run(images):
         outputs = compiled(images)
-        return _named({name: outputs[compiled.output(name)] for name in names}, names)
+        return {name: outputs[port] for name, port in ports.items()}
 
     if info:
         image_size, channels = info.image_size, info.channels

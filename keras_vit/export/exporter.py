@@ -23,6 +23,8 @@ folder before any conversion.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import os
 import shutil
@@ -282,7 +284,7 @@ def export_model(
             progress.set_postfix_str(name)
             path = os.path.normpath(os.path.join(staging, filename))
             _write(fmt, quantization, served, static, path, **options)
-            gc.collect()  # free the converter's graphs before the next one
+            release_memory()  # the converter's graphs, before the next one
             artifacts[name] = path
         uses_openvino = any(fmt == "openvino" for _, fmt, _, _ in plan)
         info = layout.ExportInfo(
@@ -297,7 +299,9 @@ def export_model(
         )
         info.write(staging)  # read by load_artifact during the parity check
         criteria = {name: criteria_name(name, openvino_precision) for name in artifacts}
-        rows = check_parity(static, artifacts, samples, load_artifact, verbose, criteria)
+        rows = check_parity(
+            static, artifacts, samples, load_artifact, verbose, criteria, release_memory
+        )
         info.parity = [row.to_json(staging) for row in rows]
         info.write(staging)
         layout.publish(staging, final)
@@ -311,6 +315,19 @@ def export_model(
     for row in rows:
         row.path = artifacts[row.artifact]
     return ExportResult(final, version, artifacts, rows)
+
+
+def release_memory():
+    """Frees unreachable objects and, with glibc, returns freed heap memory to the system.
+
+    Converters leave reference cycles (graphs, loaded SavedModels) and
+    TensorFlow's threads allocate from their own heap arenas, which a later
+    stage on another thread cannot reuse: without ``malloc_trim`` they count
+    against every later stage's peak.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _parity_samples(samples, representative_images, static):

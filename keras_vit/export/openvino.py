@@ -33,6 +33,8 @@ from keras_vit.validation import choice
 #: ``INFERENCE_PRECISION_HINT`` values of the CPU plugin.
 PRECISIONS = ("f32", "bf16", "f16")
 QUANTIZATIONS = ("float32", "int8")
+#: The IR's outputs (``keras_vit.export.saved_model.classify_fn``).
+OUTPUT_NAMES = ("logits", "probabilities", "pre_logits")
 DEVICE = "CPU"
 
 
@@ -71,6 +73,8 @@ def convert_openvino(model, path, quantization="float32", representative_images=
     function = tf.function(classify_fn(model), input_signature=[images_spec(model)])
     ir = ov.convert_model(function)
     del function
+    for output in ir.outputs:  # "head/MatMul:0" may name the logits too: keep the output names
+        output.get_tensor().set_names({n for n in output.get_names() if n in OUTPUT_NAMES})
     if quantization == "int8":
         ir = quantize_int8(ir, representative_images)
     _check_runs(ir, (1, *model.image_size, model.channels))

@@ -127,7 +127,9 @@ def reference_outputs(model, samples):
     return {name: np.asarray(out[name]) for name in ("logits", "pre_logits")}
 
 
-def check_parity(model, artifacts, samples, run_artifact, verbose=True, criteria=None):
+def check_parity(
+    model, artifacts, samples, run_artifact, verbose=True, criteria=None, release=None
+):
     """Runs every artifact on ``samples`` against ``model``.
 
     Args:
@@ -137,6 +139,7 @@ def check_parity(model, artifacts, samples, run_artifact, verbose=True, criteria
         run_artifact: ``path -> Artifact`` (``keras_vit.export.artifacts.load_artifact``).
         verbose: bool. Print the table.
         criteria: optional dict artifact name -> ``TOLERANCES`` key.
+        release: optional callable run after each artifact (frees its runtime).
 
     Returns:
         list of ``ParityRow``.
@@ -151,6 +154,8 @@ def check_parity(model, artifacts, samples, run_artifact, verbose=True, criteria
         # Each runtime is loaded, run and released before the next one.
         outputs = run_artifact(path).outputs(samples)
         rows.append(parity_row(name, path, outputs, reference, criteria.get(name)))
+        if release is not None:
+            release()
     if verbose:
         print(format_parity(rows))
     if not all(row.ok for row in rows):

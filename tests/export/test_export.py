@@ -387,3 +387,24 @@ def test_onnx_that_onnxruntime_refuses_fails_loudly(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="onnxruntime refuses"):
         convert_onnx(model, str(tmp_path / "model.onnx"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_large_model_tflite_layout_with_buffer_offsets_matches_keras(
+    fixtures_dir, pixels, tmp_path, monkeypatch
+):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from keras_vit.export import tflite
+
+    model = fixture_model(fixtures_dir)
+    offsets = {}
+    for threshold in (2**40, 0):  # never (classic layout), always (as for models > 256 MiB)
+        monkeypatch.setattr(tflite, "BUFFER_OFFSET_BYTES", threshold)
+        path = tflite.convert_tflite(model, str(tmp_path / f"model_{threshold}.tflite"))
+        flatbuffer = schema.Model.GetRootAs(Path(path).read_bytes())
+        buffers = [flatbuffer.Buffers(i) for i in range(flatbuffer.BuffersLength())]
+        offsets[threshold] = sum(buffer.Offset() > 0 for buffer in buffers)
+        logits = _run_tflite(path, pixels)
+        keras_logits = model(keras_vit.preprocess_input(pixels)).numpy()
+        assert np.max(np.abs(logits - keras_logits)) <= 1e-4
+    assert offsets[2**40] == 0 and offsets[0] > 10  # every weight buffer after the model
