@@ -53,9 +53,9 @@ def plan_jobs(impls, tasks, quick):
     return jobs
 
 
-def run_worker(args, timeout=JOB_TIMEOUT_S):
-    """Runs ``benchmarks.worker`` in a fresh process; returns its result row."""
-    command = [sys.executable, "-m", "benchmarks.worker", *args]
+def run_worker(args, timeout=JOB_TIMEOUT_S, module="benchmarks.worker"):
+    """Runs ``python -m module args`` in a fresh process; returns its ``RESULT`` row."""
+    command = [sys.executable, "-m", module, *args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     try:
         done = subprocess.run(
