@@ -137,9 +137,9 @@ def keras_logits(model, pixels):
     )
 
 
-def bfloat16_copy(model):
-    """The same architecture and weights under the ``mixed_bfloat16`` policy."""
-    config = {**model.get_config(), "dtype": "mixed_bfloat16"}
+def bfloat16_copy(model, policy="mixed_bfloat16"):
+    """The same architecture and weights under a bf16 policy (``"bfloat16"``: bf16 weights)."""
+    config = {**model.get_config(), "dtype": policy}
     copy = ViT.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
@@ -181,12 +181,16 @@ def openvino_logits(model, pixels, quantization, precision, workdir, representat
 def precision_paths(model, pixels, workdir, quantizations, labels=None, representative=None):
     """``{path: comparison with float32}``: bf16, the TFLite quantizations and OpenVINO.
 
+    ``bf16_weights``: the model under the ``bfloat16`` policy (weights and
+    residual stream in bf16, ``keras-vit-onednn-bf16w`` in ``run.py``).
     OpenVINO: the float32 IR with the bf16 hint, and, with ``representative``
     images, the NNCF int8 IR with ``openvino_impls.INT8_HINT``.
     """
     reference = keras_logits(model, pixels)
     results = {"fp32": compare(reference, reference, labels)}
     results["bf16"] = compare(reference, keras_logits(bfloat16_copy(model), pixels), labels)
+    logits = keras_logits(bfloat16_copy(model, "bfloat16"), pixels)
+    results["bf16_weights"] = compare(reference, np.asarray(logits, "float32"), labels)
     for quantization in quantizations:
         logits = tflite_logits(model, pixels, quantization, workdir, representative)
         results[f"tflite_{quantization}"] = compare(reference, logits, labels)

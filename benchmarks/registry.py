@@ -42,6 +42,12 @@ IMPLS = {
         ("fp32", "bf16"),
         True,
     ),
+    "keras-vit-onednn-bf16w": Impl(
+        functools.partial(keras_impls.build_keras_vit, jit_compile=False, policy="bfloat16"),
+        INFERENCE,
+        ("bf16",),
+        True,
+    ),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
