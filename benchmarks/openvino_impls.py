@@ -39,6 +39,9 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
 #: plugin's default on this CPU; ``benchmarks/accuracy.py`` measures the same.
 INT8_HINT = HINTS["int8"]
 CALIBRATION_CROPS_PER_PHOTO = 4  # x 13 photos
+#: Compile with the CPU plugin's per-layer performance counters
+#: (``benchmarks/op_profile.py`` sets it; the step then has ``.request``).
+PERF_COUNT = False
 
 
 def calibration_photos(size, seed=3):
@@ -69,9 +72,16 @@ def compiled_step(path, precision, inputs):
     """One-batch step of an IR compiled for the CPU with the precision's hint."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": HINTS[precision]})
-    request = compiled.create_infer_request()
-    return lambda: request.infer(inputs)
+    config = {"INFERENCE_PRECISION_HINT": HINTS[precision]}
+    if PERF_COUNT:
+        config["PERF_COUNT"] = True
+    request = ov.Core().compile_model(path, "CPU", config).create_infer_request()
+
+    def step():
+        return request.infer(inputs)
+
+    step.request = request
+    return step
 
 
 def _quantized(ir, images):
