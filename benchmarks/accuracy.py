@@ -20,6 +20,11 @@ Two measurements, both on real data shipped in packages:
      pessimistic bound.
    Both in float32, bf16 and TFLite dynamic-range int8.
 
+Both measurements also run keras-vit's OpenVINO export (``--format openvino``)
+with the bf16 precision hint and its NNCF int8 file (calibrated on training
+digits, or on other photo crops than those measured), compiled the way
+``benchmarks/run.py`` times them.
+
 For every path: max |logits - float32 logits| (and the float32 logits'
 scale), top-1 agreement with float32, the largest float32 top-1 margin
 among the inputs whose top-1 changed (how close to a tie a flip needs to
@@ -42,6 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.openvino_impls import INT8_HINT, calibration_photos  # noqa: E402
 from keras_vit.atomic import write_json_atomic  # noqa: E402
 from keras_vit.data import load_digits  # noqa: E402
 from keras_vit.data.images import preprocess_input  # noqa: E402
@@ -131,9 +137,9 @@ def keras_logits(model, pixels):
     )
 
 
-def bfloat16_copy(model):
-    """The same architecture and weights under the ``mixed_bfloat16`` policy."""
-    config = {**model.get_config(), "dtype": "mixed_bfloat16"}
+def bfloat16_copy(model, policy="mixed_bfloat16"):
+    """The same architecture and weights under a bf16 policy (``"bfloat16"``: bf16 weights)."""
+    config = {**model.get_config(), "dtype": policy}
     copy = ViT.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
@@ -156,14 +162,43 @@ def tflite_logits(model, pixels, quantization, workdir, representative=None):
     )
 
 
+def openvino_logits(model, pixels, quantization, precision, workdir, representative=None):
+    """Logits of ``model`` exported by ``keras_vit.export.openvino``, compiled with a hint."""
+    from keras_vit.export.openvino import compile_openvino, convert_openvino
+
+    path = os.path.join(workdir, f"{model.name}_{quantization}.xml")
+    if not os.path.exists(path):
+        convert_openvino(model, path, quantization, representative)
+    compiled = compile_openvino(path, precision)
+    return np.concatenate(
+        [
+            compiled(pixels[i : i + BATCH].astype("float32"))[compiled.output("logits")]
+            for i in range(0, len(pixels), BATCH)
+        ]
+    )
+
+
 def precision_paths(model, pixels, workdir, quantizations, labels=None, representative=None):
-    """``{path: comparison with float32}`` for bf16 and the given TFLite quantizations."""
+    """``{path: comparison with float32}``: bf16, the TFLite quantizations and OpenVINO.
+
+    ``bf16_weights``: the model under the ``bfloat16`` policy (weights and
+    residual stream in bf16, ``keras-vit-onednn-bf16w`` in ``run.py``).
+    OpenVINO: the float32 IR with the bf16 hint, and, with ``representative``
+    images, the NNCF int8 IR with ``openvino_impls.INT8_HINT``.
+    """
     reference = keras_logits(model, pixels)
     results = {"fp32": compare(reference, reference, labels)}
     results["bf16"] = compare(reference, keras_logits(bfloat16_copy(model), pixels), labels)
+    logits = keras_logits(bfloat16_copy(model, "bfloat16"), pixels)
+    results["bf16_weights"] = compare(reference, np.asarray(logits, "float32"), labels)
     for quantization in quantizations:
         logits = tflite_logits(model, pixels, quantization, workdir, representative)
         results[f"tflite_{quantization}"] = compare(reference, logits, labels)
+    logits = openvino_logits(model, pixels, "float32", "bf16", workdir)
+    results["openvino_bf16"] = compare(reference, logits, labels)
+    if representative is not None:
+        logits = openvino_logits(model, pixels, "int8", INT8_HINT, workdir, representative)
+        results["openvino_int8"] = compare(reference, logits, labels)
     return results
 
 
@@ -244,8 +279,10 @@ def train_photos(epochs, crops_per_photo):
 
 
 def photos_report(crops_per_photo, epochs, workdir):
-    """bf16 and dynamic-range int8 against float32 on photo crops: trained Ti/16, random B/16."""
+    """bf16, dynamic-range int8 and OpenVINO against float32 on photo crops: trained Ti/16,
+    random B/16 (OpenVINO int8 calibrated on other crops)."""
     pixels, labels = photo_crops(crops_per_photo)
+    calibration = calibration_photos(224)
     trained, train_accuracy = train_photos(epochs, TRAIN_CROPS_PER_PHOTO)
     keras.utils.set_random_seed(0)
     random_b16 = build_variant("B/16", dtype="float32")
@@ -258,11 +295,15 @@ def photos_report(crops_per_photo, epochs, workdir):
             model=f"ViT-Ti/16 trained {epochs} epochs on {TRAIN_CROPS_PER_PHOTO} other crops "
             f"per photo to tell the {len(PHOTOS)} photos apart",
             train_accuracy=train_accuracy,
-            inference=precision_paths(trained, pixels, workdir, ("dynamic",), labels=labels),
+            inference=precision_paths(
+                trained, pixels, workdir, ("dynamic",), labels=labels, representative=calibration
+            ),
         ),
         random=dict(
             model="ViT-B/16 random weights, random head",
-            inference=precision_paths(random_b16, pixels, workdir, ("dynamic",)),
+            inference=precision_paths(
+                random_b16, pixels, workdir, ("dynamic",), representative=calibration
+            ),
         ),
     )
 

@@ -2,6 +2,7 @@
 
     python benchmarks/gemm_floor.py                      # every task, fp32 and bf16
     python benchmarks/gemm_floor.py --task train --precision fp32
+    python benchmarks/gemm_floor.py --runtime openvino   # inference, OpenVINO's GEMMs
 
 Every matrix product of one step (forward; in training also both gradients
 of each product) is timed on its own, with its exact shape, as a TensorFlow
@@ -12,6 +13,12 @@ every implementation of the benchmark runs (Keras Adam over the model's
 variables), timed alone as well. ``images/s`` at that floor is an upper bound
 for any implementation that uses the same kernels, so a target above it is
 out of reach on this machine, whatever the code does around the GEMMs.
+
+``--runtime openvino`` times the same inference GEMMs with OpenVINO's CPU
+plugin (weights as constants, as in an IR; ``INFERENCE_PRECISION_HINT`` of the
+precision): the floor of the OpenVINO rows, so that a gap between keras-vit
+and OpenVINO can be split into what their GEMM kernels differ by and what
+the code around the GEMMs costs.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 
@@ -66,8 +75,49 @@ def step_gemms(task):
     return gemms
 
 
-def time_gemm(batch, m, k, n, precision, repeats=5):
+RUNTIMES = ("tensorflow", "openvino")
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def time_gemm_openvino(batch, m, k, n, precision, repeats=5):
+    """Best-of-``repeats`` seconds of one product run by OpenVINO's CPU plugin.
+
+    A 2-D GEMM (``batch`` 1) multiplies its input by a constant weight, as
+    the dense layers of an IR do; a batched one multiplies two inputs, as
+    attention does. Only a corner of the product is returned.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    shape_a = (m, k) if batch == 1 else (batch, m, k)
+    a = ops.parameter(shape_a, np.float32, name="a")
+    inputs = {"a": rng.standard_normal(shape_a, dtype="float32")}
+    if batch == 1:
+        b = ops.constant(rng.standard_normal((k, n), dtype="float32"))
+        parameters = [a]
+    else:
+        b = ops.parameter((batch, k, n), np.float32, name="b")
+        inputs["b"] = rng.standard_normal((batch, k, n), dtype="float32")
+        parameters = [a, b]
+    product = ops.matmul(a, b, False, False)
+    rank = len(shape_a)
+    corner = ops.slice(
+        product, np.zeros(rank, "int64"), np.ones(rank, "int64"), np.ones(rank, "int64")
+    )
+    compiled = ov.Core().compile_model(
+        ov.Model([corner], parameters),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]},
+    )
+    request = compiled.create_infer_request()
+    return best_seconds(lambda: request.infer(inputs), repeats)
+
+
+def time_gemm(batch, m, k, n, precision, repeats=5, runtime="tensorflow"):
     """Best-of-``repeats`` seconds of one ``(batch, m, k) @ (batch, k, n)`` product."""
+    if runtime == "openvino":
+        return time_gemm_openvino(batch, m, k, n, precision, repeats)
     import tensorflow as tf
 
     dtype = GEMM_DTYPES[precision]
@@ -101,21 +151,32 @@ def time_optimizer_update(task, repeats=7):
     return best_seconds(step, repeats)
 
 
-def gemm_floor(task, precision):
+def gemm_floor(task, precision, runtime="tensorflow"):
     """Times every GEMM of a step (and, in training, the optimiser update).
+
+    Args:
+        task: a key of ``TASKS``.
+        precision: ``"fp32"`` or ``"bf16"``.
+        runtime: ``"tensorflow"`` (oneDNN matmuls) or ``"openvino"``
+            (inference tasks only).
 
     Returns:
         dict with ``rows`` (name, shape, count, ms per product, GFLOP/s),
         ``optimizer_ms``, ``step_ms`` (the sum over the step) and
         ``images_per_s`` (the bound).
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
+    if runtime == "openvino" and TASKS[task][2]:
+        raise ValueError(f"OpenVINO runs inference only; got the training task {task!r}.")
     rows, total = [], 0.0
-    overhead = time_gemm(1, 1, 1, 1, precision)  # the call itself, taken off each product
+    overhead = time_gemm(1, 1, 1, 1, precision, runtime=runtime)  # the call itself
     for name, batch, m, k, n, count in step_gemms(task):
         if batch > 1:  # all layers' attention products in one batched call
-            seconds = max(time_gemm(batch * count, m, k, n, precision) - overhead, 1e-9) / count
+            seconds = time_gemm(batch * count, m, k, n, precision, runtime=runtime)
+            seconds = max(seconds - overhead, 1e-9) / count
         else:
-            seconds = max(time_gemm(batch, m, k, n, precision) - overhead, 1e-9)
+            seconds = max(time_gemm(batch, m, k, n, precision, runtime=runtime) - overhead, 1e-9)
         total += count * seconds
         rows.append(
             dict(
@@ -143,6 +204,7 @@ def main(argv=None):
     parser.add_argument(
         "--precision", choices=sorted(GEMM_DTYPES), nargs="+", default=sorted(GEMM_DTYPES)
     )
+    parser.add_argument("--runtime", choices=RUNTIMES, default="tensorflow")
     parser.add_argument("--verbose", action="store_true", help="print every GEMM")
     args = parser.parse_args(argv)
     print(
@@ -150,8 +212,10 @@ def main(argv=None):
         f"{'images/s bound':>15}"
     )
     for task in args.task:
+        if args.runtime == "openvino" and TASKS[task][2]:
+            continue
         for precision in args.precision:
-            floor = gemm_floor(task, precision)
+            floor = gemm_floor(task, precision, args.runtime)
             print(
                 f"{task:10} {precision:9} {floor['optimizer_ms']:12.1f} {floor['step_ms']:14.1f} "
                 f"{floor['images_per_s']:15.3f}"

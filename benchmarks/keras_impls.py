@@ -45,23 +45,27 @@ def keras_step(model, task, jit_compile):
     return lambda: model.predict_on_batch(images)
 
 
-def _set_policy(precision):
+def _set_policy(precision, policy=None):
     import keras
 
     if precision not in KERAS_POLICIES:
         raise ValueError(f"Keras implementations run {tuple(KERAS_POLICIES)}, got {precision!r}.")
-    keras.config.set_dtype_policy(KERAS_POLICIES[precision])
+    keras.config.set_dtype_policy(policy or KERAS_POLICIES[precision])
 
 
-def build_keras_vit(task, precision, workdir, jit_compile=True):
+def build_keras_vit(task, precision, workdir, jit_compile=True, policy=None):
     """keras-vit; XLA-compiled by default (``jit_compile="auto"`` is off on CPU).
 
     ``jit_compile=False`` runs the TensorFlow graph, where oneDNN fuses the
     2-D GEMMs with their bias and GELU and runs bf16 on AVX512-BF16.
+    ``policy`` overrides the precision's dtype policy: ``"bfloat16"`` keeps
+    the weights (and the residual stream) in bf16, so that inference does not
+    cast every float32 weight to bf16 at every step as ``mixed_bfloat16``
+    does (a quarter of the op time of a batch-1 ViT-B/16 step).
     """
     from keras_vit.model.factories import build_variant
 
-    _set_policy(precision)
+    _set_policy(precision, policy)
     model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
     return keras_step(model, task, jit_compile)
 

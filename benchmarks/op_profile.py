@@ -10,6 +10,14 @@ about ``threads x step time``. Graph-mode (``jit_compile=False``) jobs show
 TensorFlow/oneDNN kernels by type; XLA jobs show fused clusters.
 ``--inter-op 1`` runs one op at a time, so that each op's time is its own
 (with the default, ops running side by side stretch each other's times).
+
+OpenVINO jobs (``openvino``, ``openvino-savedmodel``, ``keras-vit-openvino``)
+are compiled with the CPU plugin's per-layer performance counters instead;
+their rows are the executed primitives by kind (``exec_type`` of each
+layer, e.g. ``brgemm_avx512_amx`` or ``jit_avx512``, with the layer type)
+and their time summed over the layers: OpenVINO's side of the same table.
+
+    python benchmarks/op_profile.py --impl openvino --task infer_b1 --precision bf16
 """
 
 from __future__ import annotations
@@ -64,6 +72,19 @@ def op_times(xspace_path):
     return totals, counts
 
 
+def openvino_times(request, steps):
+    """Microseconds and counts per ``"LayerType (exec_type)"`` of the last ``steps`` runs."""
+    totals, counts = collections.Counter(), collections.Counter()
+    for _ in range(steps):
+        request.infer()
+        for layer in request.get_profiling_info():
+            if layer.status.name == "EXECUTED":
+                kind = f"{layer.node_type} ({layer.exec_type})"
+                totals[kind] += layer.real_time.total_seconds() * 1e6
+                counts[kind] += 1
+    return totals, counts
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default="keras-vit-onednn")
@@ -72,6 +93,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0: default)")
+    parser.add_argument("--workdir", help="folder of exported models to reuse (run.py --workdir)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -79,28 +101,36 @@ def main(argv=None):
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
 
+    from benchmarks import openvino_impls
     from benchmarks.registry import IMPLS
 
-    with tempfile.TemporaryDirectory() as workdir:
+    openvino_impls.PERF_COUNT = True
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = args.workdir or scratch
         step = IMPLS[args.impl].builder(args.task, args.precision, workdir)
         for _ in range(3):
             step()
-        logdir = os.path.join(workdir, "profile")
+        if hasattr(step, "request"):  # an OpenVINO job: the plugin's own counters
+            totals, counts = openvino_times(step.request, args.steps)
+            _print(args, totals, counts, "layer time, wall clock per layer")
+            return
+        logdir = os.path.join(scratch, "profile")
         tf.profiler.experimental.start(logdir)
         for _ in range(args.steps):
             step()
         tf.profiler.experimental.stop()
         (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         totals, counts = op_times(path)
+    _print(args, totals, counts, "op time per step (summed over threads)")
+
+
+def _print(args, totals, counts, what):
     total = sum(totals.values())
-    print(
-        f"{args.impl} {args.task} {args.precision}: {total / 1e3 / args.steps:.0f} ms "
-        f"of op time per step (summed over threads)"
-    )
-    print(f"{'op type':40} {'ms/step':>9} {'share':>7} {'calls/step':>10}")
+    print(f"{args.impl} {args.task} {args.precision}: {total / 1e3 / args.steps:.0f} ms of {what}")
+    print(f"{'op type':48} {'ms/step':>9} {'share':>7} {'calls/step':>10}")
     for op, us in totals.most_common(args.top):
         print(
-            f"{op:40} {us / 1e3 / args.steps:9.1f} {us / total:7.1%} "
+            f"{op[:48]:48} {us / 1e3 / args.steps:9.1f} {us / total:7.1%} "
             f"{counts[op] / args.steps:10.0f}"
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from benchmarks import keras_impls, portable_impls
+from benchmarks import keras_impls, openvino_impls, portable_impls
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ IMPLS = {
         ("fp32", "bf16"),
         True,
     ),
+    "keras-vit-onednn-bf16w": Impl(
+        functools.partial(keras_impls.build_keras_vit, jit_compile=False, policy="bfloat16"),
+        INFERENCE,
+        ("bf16",),
+        True,
+    ),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
@@ -64,6 +70,13 @@ IMPLS = {
         quick=False,
         exported=True,
     ),
+    "keras-vit-openvino": Impl(
+        openvino_impls.build_keras_vit_openvino,
+        INFERENCE,
+        ("fp32", "bf16", "int8"),
+        True,
+        exported=True,
+    ),
     "keras-hub": Impl(keras_impls.build_keras_hub, ALL_TASKS, ("fp32",), False),
     "keras-hub-xla": Impl(
         functools.partial(keras_impls.build_keras_hub, jit_compile=True),
@@ -73,6 +86,16 @@ IMPLS = {
     ),
     "vit-keras": Impl(keras_impls.build_vit_keras, ALL_TASKS, ("fp32",), False),
     "hf-onnx": Impl(portable_impls.build_hf_onnx, INFERENCE, ("fp32",), False, exported=True),
+    "openvino": Impl(
+        openvino_impls.build_openvino, INFERENCE, ("fp32", "bf16", "int8"), False, exported=True
+    ),
+    "openvino-savedmodel": Impl(
+        openvino_impls.build_openvino_savedmodel,
+        INFERENCE,
+        ("fp32", "bf16"),
+        False,
+        exported=True,
+    ),
     "hf-torch": Impl(portable_impls.build_hf_torch, ALL_TASKS, ("fp32",), False, quick=False),
     "timm": Impl(portable_impls.build_timm, ALL_TASKS, ("fp32",), False),
 }

@@ -53,9 +53,9 @@ def plan_jobs(impls, tasks, quick):
     return jobs
 
 
-def run_worker(args, timeout=JOB_TIMEOUT_S):
-    """Runs ``benchmarks.worker`` in a fresh process; returns its result row."""
-    command = [sys.executable, "-m", "benchmarks.worker", *args]
+def run_worker(args, timeout=JOB_TIMEOUT_S, module="benchmarks.worker"):
+    """Runs ``python -m module args`` in a fresh process; returns its ``RESULT`` row."""
+    command = [sys.executable, "-m", module, *args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     try:
         done = subprocess.run(
@@ -98,15 +98,23 @@ def measure_gemms():
     }
 
 
-def measure_floors(tasks):
-    """``{"task precision": row}`` of each task's GEMM-only floor, in fresh processes."""
-    return {
-        f"{task} {precision}": run_worker(
-            ["--impl", "gemm-floor", "--task", task, "--precision", precision]
-        )
-        for task in tasks
-        for precision in GEMM_PRECISIONS
-    }
+def measure_floors(tasks, openvino=False):
+    """Each task's GEMM-only floor, in fresh processes.
+
+    Returns:
+        ``{"task precision": row}`` with TensorFlow's GEMMs and, with
+        ``openvino``, ``{"task precision openvino": row}`` with OpenVINO's
+        (inference tasks).
+    """
+    floors = {}
+    for task in tasks:
+        for precision in GEMM_PRECISIONS:
+            args = ["--impl", "gemm-floor", "--task", task, "--precision", precision]
+            floors[f"{task} {precision}"] = run_worker(args)
+            if openvino and not TASKS[task][2]:
+                row = run_worker([*args, "--runtime", "openvino"])
+                floors[f"{task} {precision} openvino"] = row
+    return floors
 
 
 def merge_runs(runs, gemm):
@@ -226,7 +234,7 @@ def main(argv=None):
                     }
                 )
         gemm_runs.append(measure_gemms())
-        floors = measure_floors(args.tasks)
+        floors = measure_floors(args.tasks, any("openvino" in impl for impl in args.impls))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -241,7 +249,7 @@ def main(argv=None):
     print(f"\nGEMM GFLOP/s (best of start/end): {gemm}  machine: {info}\n")
     print(format_table(rows))
     print(
-        "\nGEMM-only floor (benchmarks/gemm_floor.py): "
+        "\nGEMM-only floor (benchmarks/gemm_floor.py; 'openvino': OpenVINO's GEMMs): "
         + ", ".join(f"{key} {row.get('images_per_s')} img/s" for key, row in floors.items())
     )
     print("\n" + format_targets(targets))

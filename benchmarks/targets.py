@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
-OURS = ("keras-vit", "keras-vit-onednn")
+OURS = ("keras-vit", "keras-vit-onednn", "keras-vit-onednn-bf16w")
 TF_PEERS = ("keras-hub", "keras-hub-xla", "vit-keras")
-ALL_PEERS = (*TF_PEERS, "hf-onnx", "hf-torch", "timm")
+# OpenVINO converting the Hugging Face ONNX file or keras-vit's SavedModel:
+# the faster of the two is the peer.
+OPENVINO = ("openvino", "openvino-savedmodel")
+ALL_PEERS = (*TF_PEERS, "hf-onnx", "hf-torch", "timm", *OPENVINO)
+INT8_OURS = ("keras-vit-tflite", "keras-vit-openvino")
+
+
+def _openvino_targets():
+    """keras-vit in-process vs OpenVINO, and keras-vit's OpenVINO export vs OpenVINO's own."""
+    targets = []
+    for precision in ("fp32", "bf16"):
+        for task, metric in (("infer_b16", "images_per_s"), ("infer_b1", "latency_ms")):
+            what = "b16" if task == "infer_b16" else "b1 latency"
+            targets.append(
+                (
+                    f"{precision} infer B/16 {what}: keras-vit in-process vs OpenVINO",
+                    (OURS, task, precision, metric),
+                    (OPENVINO, task, precision, metric),
+                    1.0,
+                )
+            )
+            targets.append(
+                (
+                    f"{precision} infer B/16 {what}: keras-vit's OpenVINO export vs OpenVINO's own",
+                    (("keras-vit-openvino",), task, precision, metric),
+                    (OPENVINO, task, precision, metric),
+                    0.97,  # equal within the noise of a shared machine
+                )
+            )
+    for task, metric in (("infer_b16", "images_per_s"), ("infer_b1", "latency_ms")):
+        targets.append(
+            (
+                f"int8 infer B/16 {'b16' if task == 'infer_b16' else 'b1 latency'}: "
+                "fastest keras-vit int8 path vs OpenVINO NNCF int8",
+                (INT8_OURS, task, "int8", metric),
+                (("openvino",), task, "int8", metric),
+                None,
+            )
+        )
+    return tuple(targets)
+
 
 # (name, (our impls, task, precision, metric), (their impls, task, precision,
 #  metric), required ratio). The ratio is ours/theirs for images_per_s and
@@ -83,6 +123,13 @@ TARGETS = (
         (("keras-hub",), "train", "fp32", "peak_rss_mb"),
         1.0,
     ),
+    (
+        "fp32 infer B/16 b16 vs fastest TF/PyTorch/ONNX Runtime peer",
+        (OURS, "infer_b16", "fp32", "images_per_s"),
+        ((*TF_PEERS, "hf-onnx", "hf-torch", "timm"), "infer_b16", "fp32", "images_per_s"),
+        1.0,
+    ),
+    *_openvino_targets(),
 )
 
 _LOWER_IS_BETTER = ("latency_ms", "peak_rss_mb")
@@ -115,8 +162,10 @@ def evaluate_targets(rows, floors=None):
 
     Returns:
         list of dicts: ``target``, ``ours`` / ``theirs`` (impl and value),
-        ``ratio``, ``required`` (None: reported only), ``met`` and
-        ``required_share_of_floor`` (None when not applicable).
+        ``ratio``, ``required`` (None: reported only), ``met``,
+        ``required_share_of_floor`` (None when not applicable) and, against
+        OpenVINO, ``theirs_share_of_openvino_floor``: how close OpenVINO
+        runs to its own GEMM-only floor (``gemm_floor.py --runtime openvino``).
     """
     results = []
     for name, ours_side, theirs_side, required in TARGETS:
@@ -137,9 +186,21 @@ def evaluate_targets(rows, floors=None):
                 required=required,
                 met=None if required is None else ratio >= required,
                 required_share_of_floor=_share_of_floor(floors, ours_side, b, required),
+                theirs_share_of_openvino_floor=_openvino_share(floors, theirs_side, b),
             )
         )
     return results
+
+
+def _openvino_share(floors, theirs_side, theirs):
+    """OpenVINO's speed over its own GEMM-only floor's (``None`` if not applicable)."""
+    impls, task, precision, metric = theirs_side
+    floor = (floors or {}).get(f"{task} {precision} openvino") or {}
+    if not set(impls) <= set(OPENVINO) or floor.get("status") != "ok":
+        return None
+    if metric == "latency_ms":
+        return round(floor["latency_ms"] / theirs, 3)
+    return round(theirs / floor["images_per_s"], 3)
 
 
 def _share_of_floor(floors, ours_side, theirs, required):
@@ -167,6 +228,9 @@ def format_targets(results):
         need = "" if r["required"] is None else f">= {r['required']}"
         share = r.get("required_share_of_floor")
         floor = "" if share is None else f" needs {100 * share:.0f} % of the GEMM-only floor"
+        theirs = r.get("theirs_share_of_openvino_floor")
+        if theirs is not None:
+            floor += f"; OpenVINO runs at {100 * theirs:.0f} % of its own GEMM-only floor"
         lines.append(
             f"  {r['target']:52} {r['ratio']:6.3f} {need:8} {verdict:6} "
             f"[{r['ours']} vs {r['theirs']}]{floor}"

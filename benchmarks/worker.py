@@ -54,13 +54,14 @@ def run_gemm(precision):
     )
 
 
-def run_floor(task, precision):
+def run_floor(task, precision, runtime="tensorflow"):
     """The floor row: ``impl="gemm-floor"``, the task's GEMM-only bound in ``images_per_s``."""
     from benchmarks.gemm_floor import gemm_floor
 
-    floor = gemm_floor(task, precision)
+    floor = gemm_floor(task, precision, runtime)
     return dict(
         impl="gemm-floor",
+        runtime=runtime,
         task=task,
         precision=precision,
         status="ok",
@@ -117,11 +118,12 @@ def main(argv=None):
     parser.add_argument("--min-steps", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=10.0)
     parser.add_argument("--prepare-only", action="store_true", help="build/export, time nothing")
+    parser.add_argument("--runtime", default="tensorflow", help="GEMM floor: tensorflow, openvino")
     args = parser.parse_args(argv)
     if args.impl == "gemm":
         row = run_gemm(args.precision)
     elif args.impl == "gemm-floor":
-        row = run_floor(args.task, args.precision)
+        row = run_floor(args.task, args.precision, args.runtime)
     else:
         row = run_job(
             args.impl,

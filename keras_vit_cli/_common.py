@@ -11,11 +11,13 @@ import argparse
 import os
 
 # The library's choices (keras_vit.model.posemb, keras_vit.model.vit,
-# keras_vit.export, keras_vit.train.strategies): tests/test_cli.py checks
+# keras_vit.export, keras_vit.train.strategies): tests/cli/test_cli.py checks
 # that they agree.
 POSEMB_INTERPOLATIONS = ("official", "bilinear", "bicubic", "bicubic_hf")
 SEMANTICS = ("timm", "official")
-EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
+EXPORT_FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+MAX_IMAGE_PIXELS = 4096 * 4096
 QUANTIZATIONS = ("float16", "dynamic", "int8")
 STRATEGIES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
 NPZ_LAYOUTS = ("vit_jax", "big_vision")

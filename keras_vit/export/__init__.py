@@ -1,4 +1,4 @@
-"""Export: SavedModel (TF Serving), TFLite and ONNX, checked against the Keras model.
+"""Export: SavedModel (TF Serving), TFLite, ONNX and OpenVINO, checked against the Keras model.
 
 ``export_model`` writes an export (``keras_vit.export.layout`` holds its
 folder layout and ``export_info.json``), ``keras_vit.export.parity`` checks

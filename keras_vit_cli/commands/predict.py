@@ -3,21 +3,35 @@
     keras-vit predict exports/vit_b16 cat.jpg dog.png --top-k 3
 
 The model is a ``.keras`` file, a SavedModel (version folder or TF Serving
-model folder: newest version), a ``.tflite`` or an ``.onnx`` file. Images are
-decoded and resized on the host (``keras_vit.load_image``) to the
-artifact's input size.
+model folder: newest version), a ``.tflite``, an ``.onnx`` or an OpenVINO
+``.xml`` file. Images are decoded and resized on the host
+(``keras_vit.load_image``) to the artifact's input size.
 """
 
 from __future__ import annotations
 
-from keras_vit_cli._common import positive_int, read_labels
+import textwrap
+
+from keras_vit_cli._common import OPENVINO_PRECISIONS, positive_int, read_labels
 
 NAME = "predict"
-HELP = "Top-k classes of image files with a .keras, SavedModel, .tflite or .onnx model."
+HELP = "Top-k classes of image files with a .keras, SavedModel, .tflite, .onnx or OpenVINO model."
+#: Shown below the options of ``keras-vit predict --help``.
+TRUST = (
+    "Trust: a SavedModel is a program. Loading one runs its TensorFlow graph, which can "
+    "read and write files (TensorFlow's security note), so run only SavedModels you "
+    "trust. For models of unknown origin use a .keras file: it is loaded in Keras' "
+    "safe mode, as data, without running code from the file."
+)
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="A .keras file, SavedModel folder, .tflite or .onnx file.")
+    parser.epilog = textwrap.fill(TRUST, 78)  # the formatter keeps line breaks as written
+    parser.add_argument(
+        "model",
+        help="A .keras file, a SavedModel folder (trusted sources only, see below), "
+        "a .tflite, .onnx or OpenVINO .xml file.",
+    )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE", help="Image files (JPEG, PNG, GIF, BMP)."
     )
@@ -28,6 +42,13 @@ def add_arguments(parser):
         "--labels",
         default=None,
         help="Text file with one class name per line (default: the labels stored at export).",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=OPENVINO_PRECISIONS,
+        default=None,
+        help="OpenVINO .xml only: the CPU's INFERENCE_PRECISION_HINT (default: the one "
+        "the export was checked with, else f32; bf16 is faster on AVX512-BF16/AMX CPUs).",
     )
 
 
@@ -56,7 +77,7 @@ def predict_files(artifact, paths, k=5, labels=None):
 def run(args):
     from keras_vit.export.artifacts import load_artifact
 
-    artifact = load_artifact(args.model)
+    artifact = load_artifact(args.model, precision=args.precision)
     labels = None if args.labels is None else read_labels(args.labels)
     for path, classes in zip(args.images, predict_files(artifact, args.images, args.top_k, labels)):
         print(path)

@@ -21,7 +21,9 @@ def run_cli(*args, env=None):
 
 def test_the_choices_of_the_options_are_the_librarys():
     from keras_vit.export import FORMATS
-    from keras_vit.export.tflite import QUANTIZATIONS
+    from keras_vit.export.exporter import QUANTIZE_CHOICES
+    from keras_vit.export.openvino import PRECISIONS
+    from keras_vit.export.saved_model import MAX_IMAGE_PIXELS
     from keras_vit.model.posemb import POSEMB_INTERPOLATIONS
     from keras_vit.model.vit import SEMANTICS
     from keras_vit.train.strategies import STRATEGIES
@@ -30,7 +32,9 @@ def test_the_choices_of_the_options_are_the_librarys():
     assert _common.POSEMB_INTERPOLATIONS == POSEMB_INTERPOLATIONS
     assert _common.SEMANTICS == SEMANTICS
     assert _common.EXPORT_FORMATS == FORMATS
-    assert QUANTIZATIONS[1:] == _common.QUANTIZATIONS  # float32 is always written
+    assert _common.QUANTIZATIONS == QUANTIZE_CHOICES  # float32 is always written
+    assert _common.OPENVINO_PRECISIONS == PRECISIONS
+    assert _common.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS
     assert _common.STRATEGIES == STRATEGIES
     assert _common.NPZ_LAYOUTS == NPZ_LAYOUTS
 

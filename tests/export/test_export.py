@@ -1,8 +1,8 @@
-"""Export of the vit_token fixture: SavedModel signatures, TFLite, ONNX, errors.
+"""Export of the vit_token fixture: SavedModel signatures, TFLite, ONNX, OpenVINO, errors.
 
-One export (SavedModel + TFLite float32/float16 + ONNX) is shared by the
-module; every artifact is run with its own runtime (TensorFlow, LiteRT,
-onnxruntime) against the Keras model.
+One export (SavedModel + TFLite float32/float16 + ONNX + OpenVINO) is shared
+by the module; every artifact is run with its own runtime (TensorFlow,
+LiteRT, onnxruntime, OpenVINO) against the Keras model.
 """
 
 import json
@@ -42,7 +42,7 @@ def exported(fixtures_dir, pixels, tmp_path_factory):
     result = export_model(
         model,
         tmp_path_factory.mktemp("exports"),
-        ["saved_model", "tflite", "onnx"],
+        ["saved_model", "tflite", "onnx", "openvino"],
         quantize=["float16"],
         labels=LABELS,
         top_k=3,
@@ -68,8 +68,12 @@ def test_layout_is_tf_serving_versioned(exported, tmp_path):
         "tflite",
         "tflite_float16",
         "onnx",
+        "openvino",
     }
     assert all(row.ok for row in result.parity)
+    assert all(row.pre_logits_max_abs_diff is not None for row in result.parity)
+    assert info["openvino_precision"] == "f32"
+    assert {"model.xml", "model.bin"} <= {p.name for p in Path(result.path).iterdir()}
 
 
 def test_saved_model_matches_keras(exported, signatures, pixels):
@@ -206,12 +210,35 @@ def test_onnx_runs_in_onnxruntime_and_matches_keras(exported, pixels):
     assert np.max(np.abs(logits - keras_logits)) <= 1e-4
 
 
+def test_openvino_ir_matches_keras_in_float32_with_dynamic_batch(exported, pixels):
+    import openvino as ov
+
+    result, keras_logits = exported
+    ir = ov.Core().read_model(result.artifacts["openvino"])
+    assert [str(i.get_partial_shape()) for i in ir.inputs] == ["[?,32,32,3]"]
+    assert {o.get_any_name() for o in ir.outputs} == {"logits", "probabilities", "pre_logits"}
+    # The weights are stored in float32 (ov.save_model would halve them by default).
+    assert {
+        c.get_element_type().get_type_name()
+        for c in ir.get_ordered_ops()
+        if c.get_type_name() == "Constant"
+        and c.get_output_size()
+        and c.get_output_partial_shape(0).rank.get_length() >= 2
+    } == {"f32"}
+    compiled = ov.Core().compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for batch in (pixels[:1], pixels):
+        logits = compiled(batch)[compiled.output("logits")]
+        assert np.max(np.abs(logits - keras_logits[: len(batch)])) <= 1e-4
+
+
 def test_bad_inputs_give_clear_errors(signatures):
     expected = r"Expected images of shape \(batch, 32, 32, 3\); got shape"
     for shape in [(32, 32, 3), (1, 48, 48, 3), (1, 32, 32, 1)]:  # rank, size, channels
         with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
             signatures["serving_default"](images=tf.zeros(shape))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="expects encoded JPEG or PNG"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="expects encoded JPEG, PNG, GIF or BMP"
+    ):
         signatures["serve_bytes"](image_bytes=tf.constant([b"definitely not an image"]))
 
 
@@ -235,6 +262,8 @@ def test_export_rejects_bad_arguments(fixtures_dir, exported, tmp_path):
     with pytest.raises(ValueError, match="Unknown format"):
         export_model(model, tmp_path, ["torchscript"], verbose=False)
     with pytest.raises(ValueError, match="needs the 'tflite' format"):
+        export_model(model, tmp_path, ["onnx"], quantize=["float16"], verbose=False)
+    with pytest.raises(ValueError, match="needs the 'tflite' or 'openvino' format"):
         export_model(model, tmp_path, ["onnx"], quantize=["int8"], verbose=False)
     with pytest.raises(ValueError, match="needs representative_images"):
         export_model(model, tmp_path, ["tflite"], quantize=["int8"], verbose=False)
@@ -358,3 +387,24 @@ def test_onnx_that_onnxruntime_refuses_fails_loudly(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="onnxruntime refuses"):
         convert_onnx(model, str(tmp_path / "model.onnx"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_large_model_tflite_layout_with_buffer_offsets_matches_keras(
+    fixtures_dir, pixels, tmp_path, monkeypatch
+):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from keras_vit.export import tflite
+
+    model = fixture_model(fixtures_dir)
+    offsets = {}
+    for threshold in (2**40, 0):  # never (classic layout), always (as for models > 256 MiB)
+        monkeypatch.setattr(tflite, "BUFFER_OFFSET_BYTES", threshold)
+        path = tflite.convert_tflite(model, str(tmp_path / f"model_{threshold}.tflite"))
+        flatbuffer = schema.Model.GetRootAs(Path(path).read_bytes())
+        buffers = [flatbuffer.Buffers(i) for i in range(flatbuffer.BuffersLength())]
+        offsets[threshold] = sum(buffer.Offset() > 0 for buffer in buffers)
+        logits = _run_tflite(path, pixels)
+        keras_logits = model(keras_vit.preprocess_input(pixels)).numpy()
+        assert np.max(np.abs(logits - keras_logits)) <= 1e-4
+    assert offsets[2**40] == 0 and offsets[0] > 10  # every weight buffer after the model

@@ -48,6 +48,11 @@ def test_killed_export_leaves_no_version_folder(checkpoint, tmp_path):
         process.wait()
     assert versions(model_dir) == []
     assert next_version(model_dir) == 1
+    (stale,) = model_dir.glob(".tmp-1-*")  # the killed export's staging folder...
+    model = model_from_checkpoint(checkpoint, name="vit_token")
+    result = export_model(model, tmp_path, ["saved_model"], verbose=False)
+    assert result.version == 1 and not stale.exists()  # ...removed by the next export
+    assert [p.name for p in model_dir.iterdir()] == ["1"]
 
 
 def test_failed_conversion_cleans_up(checkpoint, tmp_path, monkeypatch):

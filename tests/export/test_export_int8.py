@@ -1,8 +1,10 @@
-"""Quantized TFLite of a small digits-trained ViT keeps its predictions.
+"""Quantized TFLite and OpenVINO files of a small digits-trained ViT keep its predictions.
 
-A tiny ViT is trained for a few seconds on the built-in digits; the
-full-integer int8 (calibrated on training digits) and dynamic-range files
-must agree with the float model on >= 90% of the held-out digits.
+A tiny ViT is trained for a few seconds on the built-in digits; the TFLite
+full-integer int8 and OpenVINO NNCF int8 files (both calibrated on the same
+training digits), the dynamic-range TFLite file and the OpenVINO IR run with
+the bf16 precision hint must agree with the float model on >= 90% of the
+held-out digits.
 """
 
 import keras
@@ -39,7 +41,7 @@ def digits_export(tmp_path_factory):
     result = export_model(
         model,
         tmp_path_factory.mktemp("digits"),
-        ["tflite"],
+        ["tflite", "openvino"],
         quantize=["dynamic", "int8"],
         representative_images=x_train[:200],
         samples=x_test[:64],
@@ -49,16 +51,38 @@ def digits_export(tmp_path_factory):
     return result, held_out, model(keras_vit.preprocess_input(held_out)).numpy()
 
 
-@pytest.mark.parametrize("artifact", ["tflite_int8", "tflite_dynamic"])
-def test_quantized_tflite_agrees_on_held_out_digits(digits_export, artifact):
+def _openvino_logits(path, images, precision):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    return compiled(images)[compiled.output("logits")]
+
+
+def _tflite_logits(path, images):
     from ai_edge_litert.interpreter import Interpreter
 
+    runner = Interpreter(model_path=path).get_signature_runner("serving_default")
+    return np.concatenate([runner(images=image[None])["logits"] for image in images])
+
+
+@pytest.mark.parametrize(
+    "artifact, precision",
+    [
+        ("tflite_int8", None),
+        ("tflite_dynamic", None),
+        ("openvino_int8", "f32"),
+        ("openvino", "bf16"),
+    ],
+)
+def test_reduced_precision_agrees_on_held_out_digits(digits_export, artifact, precision):
     result, images, keras_logits = digits_export
-    interpreter = Interpreter(model_path=result.artifacts[artifact])
-    runner = interpreter.get_signature_runner("serving_default")
-    logits = np.concatenate([runner(images=image[None])["logits"] for image in images])
+    path = result.artifacts[artifact]
+    if precision is None:
+        logits = _tflite_logits(path, images)
+    else:
+        logits = _openvino_logits(path, images, precision)
     agreement = float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1)))
-    print(f"{artifact}: top-1 agreement {agreement:.1%} on {len(images)} held-out digits")
+    print(f"{artifact} {precision}: top-1 agreement {agreement:.1%} on {len(images)} digits")
     assert agreement >= 0.9
 
 
@@ -68,6 +92,16 @@ def test_int8_file_has_integer_kernels(digits_export):
     interpreter = Interpreter(model_path=digits_export[0].artifacts["tflite_int8"])
     dtypes = {detail["dtype"].__name__ for detail in interpreter.get_tensor_details()}
     assert "int8" in dtypes
+
+
+def test_openvino_int8_ir_has_quantized_gemms(digits_export):
+    import openvino as ov
+
+    ops = ov.Core().read_model(digits_export[0].artifacts["openvino_int8"]).get_ordered_ops()
+    types = [op.get_type_name() for op in ops]
+    assert types.count("FakeQuantize") >= 4  # the inputs of the block's GEMMs
+    weights = [op for op in ops if op.get_type_name() == "Constant"]
+    assert any(op.get_element_type().get_type_name() == "i8" for op in weights)
 
 
 def test_export_info_is_strict_json(digits_export):

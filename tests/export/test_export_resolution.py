@@ -54,14 +54,14 @@ def test_static_export_at_48_matches_reference(model, reference, method, tmp_pat
     assert np.max(np.abs(logits.numpy() - expected)) <= 1e-5
 
 
-# TFLite and ONNX conversions are slow: check them with one method, the
+# TFLite, ONNX and OpenVINO conversions are slow: check them with one method, the
 # most intricate graph (antialiased bicubic).
 DYNAMIC_FORMATS = {
     "official": ["saved_model"],
     "bilinear": ["saved_model"],
-    "bicubic": ["saved_model", "tflite", "onnx"],
+    "bicubic": ["saved_model", "tflite", "onnx", "openvino"],
 }
-TOLERANCE = {"saved_model": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
+TOLERANCE = {"saved_model": 1e-5, "tflite": 1e-4, "onnx": 1e-4, "openvino": 1e-4}
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -36,7 +36,7 @@ def exported(fixtures_dir, tmp_path_factory):
             "--output",
             str(folder / "out"),
             "--format",
-            "saved_model,tflite,onnx",
+            "saved_model,tflite,onnx,openvino",
             "--labels",
             str(folder / "labels.txt"),
         ]
@@ -60,6 +60,7 @@ def predictions(capsys, artifact, images, *extra):
         "out/vit_token",
         "out/vit_token/1/model.tflite",
         "out/vit_token/1/model.onnx",
+        "out/vit_token/1/model.xml",
     ],
 )
 def test_every_artifact_prints_the_keras_top_k(exported, artifact, capsys):
@@ -79,7 +80,7 @@ def test_every_artifact_prints_the_keras_top_k(exported, artifact, capsys):
 def test_predict_rejects_unknown_artifacts(exported, capsys):
     folder, images, _ = exported
     assert cli.main(["predict", str(folder / "labels.txt"), *images]) == 2
-    assert "expected a .keras, .tflite or .onnx file" in capsys.readouterr().err
+    assert "expected a .keras, .tflite, .onnx or OpenVINO .xml file" in capsys.readouterr().err
     assert cli.main(["predict", str(folder / "missing.onnx"), *images]) == 2
 
 

@@ -1,0 +1,145 @@
+"""OpenVINO IR of a classification ``ViT``: float32 and NNCF int8.
+
+The IR (``model.xml`` with its weights in ``model.bin`` beside it) takes
+``images`` float32 ``(batch, height, width, channels)`` in [0, 255]
+(preprocessing inside; any batch, and any multiple of the patch size for a
+``dynamic_resolution`` model) and returns ``logits``, ``probabilities`` and
+``pre_logits``, like the TFLite and ONNX files.
+
+OpenVINO converts the same classifier function as the other formats, traced
+with a rank-4 signature (``images_spec``): its CPU plugin refuses inputs of
+unknown rank. The weights are stored in float32 (``compress_to_fp16=False``).
+
+Precision is chosen when the IR is compiled, not stored in it: on CPUs with
+AVX512-BF16 or AMX the CPU plugin's default ``INFERENCE_PRECISION_HINT`` is
+bf16, so ``compile_openvino`` always passes one explicitly (``"f32"`` by
+default: float32 numbers; ``"bf16"``: about 2x faster on such CPUs, with
+bf16 rounding). ``export_model`` records the hint its parity check used in
+``export_info.json``, and ``load_artifact`` uses it unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vit.atomic import atomic_path
+from keras_vit.export.saved_model import classify_fn, images_spec
+from keras_vit.extras import require
+from keras_vit.validation import choice
+
+#: ``INFERENCE_PRECISION_HINT`` values of the CPU plugin.
+PRECISIONS = ("f32", "bf16", "f16")
+QUANTIZATIONS = ("float32", "int8")
+#: The IR's outputs (``keras_vit.export.saved_model.classify_fn``).
+OUTPUT_NAMES = ("logits", "probabilities", "pre_logits")
+DEVICE = "CPU"
+
+
+def convert_openvino(model, path, quantization="float32", representative_images=None):
+    """Converts ``model`` to an OpenVINO IR ``path`` (``.xml``; weights in ``.bin`` beside it).
+
+    Args:
+        model: a built float32 ``keras_vit.ViT`` with a linear head.
+        path: str. Output ``.xml`` file; the ``.bin`` file gets the same
+            name. Both are written beside their final names and renamed,
+            the ``.xml`` last.
+        quantization: str. ``"float32"`` or ``"int8"`` (NNCF post-training
+            quantization of the GEMMs, calibrated on ``representative_images``).
+        representative_images: array ``(n, height, width, channels)`` in
+            [0, 255]: the ``"int8"`` calibration set (100-300 images of the
+            deployment data are typical).
+
+    Returns:
+        str. ``path``.
+
+    Raises:
+        ValueError: for an unknown quantization, a path not ending in
+            ``.xml``, or ``"int8"`` without calibration images.
+        RuntimeError: if the CPU plugin cannot compile or run the IR.
+    """
+    ov = require("openvino", "openvino", "OpenVINO export")
+    choice(quantization, "quantization", QUANTIZATIONS)
+    path = os.fspath(path)
+    if not path.endswith(".xml"):
+        raise ValueError(f"An OpenVINO IR path must end in .xml, got {path!r}.")
+    if quantization == "int8" and representative_images is None:
+        raise ValueError(
+            "OpenVINO int8 quantization needs representative images "
+            "(array (n, height, width, channels) in [0, 255]); got None."
+        )
+    function = tf.function(classify_fn(model), input_signature=[images_spec(model)])
+    ir = ov.convert_model(function)
+    del function
+    for output in ir.outputs:  # "head/MatMul:0" may name the logits too: keep the output names
+        output.get_tensor().set_names({n for n in output.get_names() if n in OUTPUT_NAMES})
+    if quantization == "int8":
+        ir = quantize_int8(ir, representative_images)
+    _check_runs(ir, (1, *model.image_size, model.channels))
+    with atomic_path(path, ".xml") as partial:
+        ov.save_model(ir, partial, compress_to_fp16=False)
+        os.replace(partial[: -len(".xml")] + ".bin", path[: -len(".xml")] + ".bin")
+    return path
+
+
+def quantize_int8(ir, representative_images):
+    """NNCF post-training int8 quantization of an ``openvino.Model``.
+
+    Activations and weights of the GEMMs in int8 (``ModelType.TRANSFORMER``:
+    NNCF's transformer scheme, which keeps LayerNorm, softmax and GELU in
+    floating point), with statistics from ``representative_images``.
+
+    Args:
+        ir: ``openvino.Model`` taking float32 images in [0, 255].
+        representative_images: array ``(n, height, width, channels)``.
+
+    Returns:
+        The quantized ``openvino.Model``.
+    """
+    nncf = require("nncf", "openvino", "OpenVINO int8 quantization")
+    images = np.asarray(representative_images, dtype="float32")
+    dataset = nncf.Dataset(list(images), lambda image: image[None])
+    return nncf.quantize(
+        ir, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(images)
+    )
+
+
+def compile_openvino(path_or_model, precision="f32"):
+    """Compiles an IR (file or ``openvino.Model``) for the CPU with a precision hint.
+
+    Args:
+        path_or_model: str path of an ``.xml`` file, or an ``openvino.Model``.
+        precision: str. ``INFERENCE_PRECISION_HINT``: ``"f32"``, ``"bf16"``
+            or ``"f16"`` (what the CPU supports).
+
+    Returns:
+        ``openvino.CompiledModel``.
+
+    Raises:
+        ValueError: for an unknown precision, or a file the plugin cannot
+            read or compile.
+    """
+    ov = require("openvino", "openvino", "OpenVINO inference")
+    choice(precision, "precision", PRECISIONS)
+    try:
+        return ov.Core().compile_model(
+            path_or_model, DEVICE, {"INFERENCE_PRECISION_HINT": precision}
+        )
+    except RuntimeError as err:
+        where = path_or_model if isinstance(path_or_model, str) else "the converted model"
+        raise ValueError(
+            f"OpenVINO cannot compile {where} for {DEVICE} with precision {precision!r}: "
+            f"{str(err).strip().splitlines()[0]}"
+        ) from None
+
+
+def _check_runs(ir, input_shape):
+    """Compiles and runs ``ir`` once; raises if the CPU plugin refuses it."""
+    try:
+        outputs = compile_openvino(ir)(np.zeros(input_shape, "float32"))
+    except (ValueError, RuntimeError) as err:
+        raise RuntimeError(f"OpenVINO converted a model its CPU plugin refuses: {err}") from err
+    if not all(np.isfinite(value).all() for value in outputs.values()):
+        raise RuntimeError("The converted OpenVINO model gives non-finite outputs.")
