@@ -102,10 +102,28 @@ def check_image_files(paths, where):
 
 
 def decode_image(data, channels):
-    """Encoded image bytes (JPEG/PNG/GIF/BMP tensor) -> uint8 ``(h, w, channels)``."""
-    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    return image
+    """Encoded image bytes (JPEG/PNG/GIF/BMP tensor) -> uint8 ``(h, w, channels)``.
+
+    TensorFlow decodes GIF (first frame) and BMP to RGB only: for
+    ``channels=1`` those are decoded to RGB and converted to ITU-R 601 luma
+    (``convert_channels``), rounded to uint8.
+    """
+
+    def decode(decoded_channels):
+        image = tf.io.decode_image(data, channels=decoded_channels, expand_animations=False)
+        image.set_shape([None, None, decoded_channels])
+        return image
+
+    if channels != 1:
+        return decode(channels)
+
+    def luma():
+        gray = convert_channels(tf.cast(decode(3), tf.float32), 1)
+        return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
+
+    rgb_only = tf.strings.substr(data, 0, 2) == b"BM"
+    rgb_only |= tf.strings.substr(data, 0, 4) == b"GIF8"
+    return tf.cond(rgb_only, luma, lambda: decode(1))
 
 
 def convert_channels(image, channels):

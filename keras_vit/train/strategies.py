@@ -32,7 +32,7 @@ Both workarounds touch private Keras code, so they are guarded:
 functions with the signatures they were written against. On another version
 whose internals still match they run with a ``KerasVitWarning``; where the
 internals changed they refuse with an error naming what changed, and
-``tests/test_train_strategies.py`` fails loudly.
+``tests/train/test_keras_internals.py`` fails loudly.
 """
 
 from __future__ import annotations

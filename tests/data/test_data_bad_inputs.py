@@ -363,3 +363,19 @@ def test_signatures_cover_what_tensorflow_decodes():
         assert image_io.decode_image(blob, 3).shape == (4, 4, 3)
     assert image_io.image_format(b"BM6\x00\x00\x00") == "BMP"
     assert image_io.image_format(b"GIF87a..") == "GIF" and image_io.image_format(b"RIFF") is None
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "GIF"])
+def test_a_grayscale_model_reads_bmp_and_gif(tmp_path, fmt):
+    # TensorFlow decodes BMP and GIF to RGB only (channels=1 fails inside the decoder).
+    from PIL import Image
+
+    rgb = RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / f"x.{fmt.lower()}", format=fmt)
+    decoded_rgb = data.load_image(tmp_path / f"x.{fmt.lower()}", (6, 8), channels=3)
+    if fmt == "BMP":  # lossless
+        np.testing.assert_array_equal(decoded_rgb, rgb.astype("float32"))
+    luma = decoded_rgb @ np.array([0.2989, 0.587, 0.114], np.float32)  # ITU-R 601
+    gray = data.load_image(tmp_path / f"x.{fmt.lower()}", (6, 8), channels=1)
+    assert gray.shape == (6, 8, 1)
+    np.testing.assert_allclose(gray[..., 0], np.round(luma), atol=1.0)
