@@ -1,4 +1,4 @@
-"""Resizing of learned position embeddings to a new patch grid.
+"""Position embeddings on a patch grid: resizing learned tables, computing fixed sin-cos ones.
 
 One implementation serves checkpoint loading (eager, concrete sizes) and the
 exported graph (symbolic sizes, ``--dynamic-resolution``): every method is

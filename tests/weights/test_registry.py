@@ -425,3 +425,21 @@ def test_when_every_source_fails_the_error_names_each_url(cache, tmp_path, monke
 def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="(?s)Unknown weights 'vit_nope.x'.*vit_base_patch16_224"):
         registry.fetch("vit_nope.x")
+
+
+def test_the_readme_table_lists_every_entry_with_its_variant_and_resolution():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        name = cells[0].strip("`")
+        if len(cells) == 7 and cells[0].startswith("`") and name in registry.REGISTRY:
+            rows[name] = cells
+    assert sorted(rows) == sorted(registry.REGISTRY)
+    for name, cells in rows.items():
+        entry = registry.REGISTRY[name]
+        assert cells[1] == entry.variant, name
+        assert int(cells[2]) == entry.resolution, name
+        assert cells[3] == (str(entry.num_classes) if entry.num_classes else "none"), name
+        for source in entry.sources:
+            assert f"({source.url})" in cells[6], (name, source.url)
