@@ -89,11 +89,16 @@ def softmax_float32(logits):
 def layer_norm(x, gamma, beta, epsilon):
     """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
 
-    ``(x - mean) * rsqrt(var + epsilon) * gamma + beta``, the variance taken
-    of the centred values; returned in ``x``'s dtype. The same numbers as
-    ``keras.ops.layer_normalization``, but on TensorFlow 1.6x faster without
-    XLA: that spelling broadcasts ``rsqrt(var) * gamma`` to a full-size
-    tensor and makes more passes over it.
+    ``(x - mean) * reciprocal(sqrt(var + epsilon)) * gamma + beta``, the
+    variance taken of the centred values; returned in ``x``'s dtype. The same
+    numbers as ``keras.ops.layer_normalization``, but on TensorFlow 1.6x
+    faster without XLA: that spelling broadcasts ``rsqrt(var) * gamma`` to a
+    full-size tensor and makes more passes over it. The spelling is also
+    the one OpenVINO fuses into a single ``MVN`` kernel (its ``MVNFusion``
+    pattern: the statistics reduced over a 1-D axes list, ``reciprocal(sqrt)``
+    rather than ``rsqrt``); with ``rsqrt`` each LayerNorm stayed four kernels
+    in the exported IR, and with a scalar axis OpenVINO 2026.4's converter
+    fails inside that fusion.
 
     Args:
         x: tensor ``(..., D)``.
@@ -103,10 +108,11 @@ def layer_norm(x, gamma, beta, epsilon):
     dtype = x.dtype
     compute_dtype = keras.backend.result_type(dtype, "float32")
     x = ops.cast(x, compute_dtype)
-    mean = ops.mean(x, axis=-1, keepdims=True)
+    last = (-1,)  # a 1-D axes list (see above)
+    mean = ops.mean(x, axis=last, keepdims=True)
     centred = x - mean
-    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-    y = centred * ops.rsqrt(variance + epsilon)
+    variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
+    y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
     return ops.cast(y * ops.cast(gamma, compute_dtype) + ops.cast(beta, compute_dtype), dtype)
 
 

@@ -231,6 +231,24 @@ def test_openvino_ir_matches_keras_in_float32_with_dynamic_batch(exported, pixel
         assert np.max(np.abs(logits - keras_logits[: len(batch)])) <= 1e-4
 
 
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_runs_every_layernorm_as_one_mvn_kernel(fixtures_dir, exported, precision):
+    # The CPU plugin's graph: LayerNorm spelled so that OpenVINO's MVNFusion takes it
+    # (keras_vit.model.ops.layer_norm); otherwise each one runs as Reduce + RMS + Eltwise.
+    import openvino as ov
+
+    result, _ = exported
+    compiled = ov.Core().compile_model(
+        result.artifacts["openvino"], "CPU", {"INFERENCE_PRECISION_HINT": precision}
+    )
+    kernels = [
+        op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()
+    ]
+    layer_norms = 2 * fixture_model(fixtures_dir).num_layers + 1
+    assert kernels.count("MVN") == layer_norms
+    assert "RMS" not in kernels and "Reduce" not in kernels
+
+
 def test_bad_inputs_give_clear_errors(signatures):
     expected = r"Expected images of shape \(batch, 32, 32, 3\); got shape"
     for shape in [(32, 32, 3), (1, 48, 48, 3), (1, 32, 32, 1)]:  # rank, size, channels
