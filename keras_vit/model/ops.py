@@ -17,10 +17,16 @@ export (SavedModel, TFLite, ONNX), stay free of XLA ops, because TF Serving
 runs XLA on CPU only with ``--xla_cpu_compilation_enabled`` and the TFLite
 and ONNX converters have no use for them. On the other backends the plain
 function always runs (JAX compiles everything with XLA anyway).
+
+Spelling for a graph compiler: ``layer_norm_for("openvino")`` makes the
+LayerNorms traced inside it use the spelling OpenVINO fuses into one kernel
+(see ``layer_norm``); every other graph keeps the default.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import keras
@@ -86,19 +92,38 @@ def softmax_float32(logits):
     return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
 
 
+#: The LayerNorm spelling of the graph being traced (``layer_norm_for``).
+_LAYER_NORM_TARGET = contextvars.ContextVar("layer_norm_target", default="default")
+
+
+@contextlib.contextmanager
+def layer_norm_for(target):
+    """LayerNorms traced inside are spelled for ``target``: ``"default"`` or ``"openvino"``."""
+    if target not in ("default", "openvino"):
+        raise ValueError(f"target must be 'default' or 'openvino', got {target!r}.")
+    token = _LAYER_NORM_TARGET.set(target)
+    try:
+        yield
+    finally:
+        _LAYER_NORM_TARGET.reset(token)
+
+
 def layer_norm(x, gamma, beta, epsilon):
     """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
 
-    ``(x - mean) * reciprocal(sqrt(var + epsilon)) * gamma + beta``, the
-    variance taken of the centred values; returned in ``x``'s dtype. The same
-    numbers as ``keras.ops.layer_normalization``, but on TensorFlow 1.6x
-    faster without XLA: that spelling broadcasts ``rsqrt(var) * gamma`` to a
-    full-size tensor and makes more passes over it. The spelling is also
-    the one OpenVINO fuses into a single ``MVN`` kernel (its ``MVNFusion``
-    pattern: the statistics reduced over a 1-D axes list, ``reciprocal(sqrt)``
-    rather than ``rsqrt``); with ``rsqrt`` each LayerNorm stayed four kernels
-    in the exported IR, and with a scalar axis OpenVINO 2026.4's converter
-    fails inside that fusion.
+    ``(x - mean) * rsqrt(var + epsilon) * gamma + beta``, the variance taken
+    of the centred values; returned in ``x``'s dtype. The same numbers as
+    ``keras.ops.layer_normalization``, but on TensorFlow 1.6x faster without
+    XLA: that spelling broadcasts ``rsqrt(var) * gamma`` to a full-size
+    tensor and makes more passes over it. TFLite's int8 kernels need the
+    ``rsqrt``: its int8 ``DIV`` refuses a denominator at the zero point.
+
+    Inside ``layer_norm_for("openvino")`` it is spelled
+    ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
+    a 1-D axes list: the pattern OpenVINO's ``MVNFusion`` turns into one
+    ``MVN`` kernel (with ``rsqrt`` each LayerNorm stayed Reduce + RMS +
+    Eltwise kernels; with a scalar axis OpenVINO 2026.4's converter fails
+    inside that fusion).
 
     Args:
         x: tensor ``(..., D)``.
@@ -112,7 +137,10 @@ def layer_norm(x, gamma, beta, epsilon):
     mean = ops.mean(x, axis=last, keepdims=True)
     centred = x - mean
     variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
-    y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
+    if _LAYER_NORM_TARGET.get() == "openvino":
+        y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
+    else:
+        y = centred * ops.rsqrt(variance + epsilon)
     return ops.cast(y * ops.cast(gamma, compute_dtype) + ops.cast(beta, compute_dtype), dtype)
 
 
