@@ -38,6 +38,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/16", "R50+ViT-B/16", "ResNet50")
+#: The paper's names -> keras-vit variants (ResNet50 is keras.applications').
+VARIANTS = {"ViT-B/32": "B/32", "ViT-B/16": "B/16", "ViT-L/16": "L/16", "R50+ViT-B/16": "R50+B/16"}
 SIZES = (224, 288, 384, 448, 512)
 PRECISIONS = ("fp32", "bf16")
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
@@ -57,7 +59,7 @@ def build(model, size):
         return keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
     from keras_vit.model.factories import build_variant
 
-    return build_variant(model.removeprefix("ViT-"), image_size=size)
+    return build_variant(VARIANTS[model], image_size=size)
 
 
 def run_job(model, size, precision, batch, min_steps, min_time):
