@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.data.images import fit_image, preprocess_input
+from keras_vit.data.images import decode_image, fit_image, preprocess_input
 from keras_vit.messages import KerasVitWarning
 from keras_vit.validation import integer
 
@@ -183,8 +183,9 @@ def decode_served_image(data, image_size, channels, max_pixels=MAX_IMAGE_PIXELS)
 
     The format and the size are checked from the header before decoding:
     other formats and images over ``max_pixels`` raise
-    ``InvalidArgumentError`` with a message. GIF and BMP decode to RGB
-    first (TensorFlow decodes them to 3 or 4 channels only).
+    ``InvalidArgumentError`` with a message. Decoded by
+    ``keras_vit.data.images.decode_image``, as in training (GIF and BMP to
+    grayscale through RGB).
     """
     supported, height, width = encoded_size(data)
     first_bytes = tf.io.decode_raw(tf.strings.substr(data, 0, 8), tf.uint8)
@@ -209,17 +210,7 @@ def decode_served_image(data, image_size, channels, max_pixels=MAX_IMAGE_PIXELS)
     ]
     with tf.control_dependencies(checks):
         data = tf.identity(data)
-    rgb_only = tf.strings.substr(data, 0, 2) == _MAGIC["BMP"]
-    rgb_only |= tf.strings.substr(data, 0, len(_MAGIC["GIF"])) == _MAGIC["GIF"]
-
-    def decode(decoded_channels):
-        image = tf.io.decode_image(data, channels=decoded_channels, expand_animations=False)
-        image.set_shape([None, None, decoded_channels])
-        return fit_image(image, image_size, channels)
-
-    if channels == 3:
-        return decode(3)
-    return tf.cond(rgb_only, lambda: decode(3), lambda: decode(channels))
+    return fit_image(decode_image(data, channels), image_size, channels)
 
 
 class ServingFunctions:
