@@ -249,6 +249,32 @@ def test_openvino_runs_every_layernorm_as_one_mvn_kernel(fixtures_dir, exported,
     assert "RMS" not in kernels and "Reduce" not in kernels
 
 
+def test_openvino_bf16_runs_the_residual_stream_in_bf16(fixtures_dir, exported):
+    # The CPU plugin keeps in float32 the "graph tail" between an output and the nearest GEMM
+    # above it. pre_logits (the final LayerNorm of the residual stream) would make every residual
+    # addition such a tail, with reorders around each: the export ends pre_logits in a GEMM.
+    import openvino as ov
+
+    result, _ = exported
+    compiled = ov.Core().compile_model(
+        result.artifacts["openvino"], "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}
+    )
+    kernels = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
+    precisions = [
+        rt["runtimePrecision"].astype(str)
+        for rt in kernels
+        if rt["layerType"].astype(str) in ("MVN", "FullyConnected")
+    ]
+    assert precisions and set(precisions) == {"bf16"}
+    residual_additions = 2 * fixture_model(fixtures_dir).num_layers
+    eltwise_f32 = [
+        rt["originalLayersNames"].astype(str)
+        for rt in kernels
+        if rt["layerType"].astype(str) == "Eltwise" and rt["runtimePrecision"].astype(str) == "f32"
+    ]
+    assert len(eltwise_f32) < residual_additions, eltwise_f32
+
+
 def test_bad_inputs_give_clear_errors(signatures):
     expected = r"Expected images of shape \(batch, 32, 32, 3\); got shape"
     for shape in [(32, 32, 3), (1, 48, 48, 3), (1, 32, 32, 1)]:  # rank, size, channels
