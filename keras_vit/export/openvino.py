@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras_vit.atomic import atomic_path
 from keras_vit.export.saved_model import classify_fn, images_spec
 from keras_vit.extras import require
-from keras_vit.model.ops import layer_norm_for
+from keras_vit.model.ops import spelled_for
 from keras_vit.validation import choice
 
 #: ``INFERENCE_PRECISION_HINT`` values of the CPU plugin.
@@ -72,7 +72,7 @@ def convert_openvino(model, path, quantization="float32", representative_images=
             "(array (n, height, width, channels) in [0, 255]); got None."
         )
     function = tf.function(classify_fn(model), input_signature=[images_spec(model)])
-    with layer_norm_for("openvino"):  # traced here: one MVN kernel per LayerNorm
+    with spelled_for("openvino"):  # traced here: the forms OpenVINO fuses
         ir = ov.convert_model(function)
     del function
     for output in ir.outputs:  # "head/MatMul:0" may name the logits too: keep the output names

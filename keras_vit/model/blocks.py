@@ -25,7 +25,7 @@ import keras
 from keras import initializers, layers, ops
 
 from keras_vit.model.layers import LayerNorm, ResidualStreamInput
-from keras_vit.model.ops import fused_gelu, fused_softmax
+from keras_vit.model.ops import fused_gelu, fused_softmax, spelling
 from keras_vit.validation import integer, number
 
 _PACKAGE = "keras_vit"
@@ -44,6 +44,45 @@ def _fan_initializer(initializer, fan_shape):
         return ops.reshape(base(fan_shape, dtype=dtype), shape)
 
     return init
+
+
+def on_tokens(fn, x):
+    """``fn`` (GEMMs acting on the last axis) applied to tokens ``x``: ``(..., D) -> (..., E)``.
+
+    By default the tokens are one ``(n, D)`` matrix: on TensorFlow a 2-D
+    Dense is one MatMul + BiasAdd that oneDNN fuses with the activation
+    after it (a 3-D one is a Tensordot). Inside ``spelled_for("openvino")``
+    they keep their shape: OpenVINO's GEMMs take 3-D tokens, and a Reshape
+    between a LayerNorm and its GEMM stops the CPU plugin from fusing NNCF's
+    int8 FakeQuantize into the LayerNorm.
+    """
+    if spelling() == "openvino":
+        return fn(x)
+    shape = ops.shape(x)
+    y = fn(ops.reshape(x, (-1, shape[-1])))
+    return ops.reshape(y, (*shape[:-1], ops.shape(y)[-1]))
+
+
+def affine(x, kernel, bias):
+    """``x @ kernel + bias`` over the last axis: ``(..., D) -> (..., E)``.
+
+    A 2-D ``x`` is one MatMul; any other rank one Einsum, which OpenVINO
+    converts to one MatMul (``keras.ops.matmul`` traces a Tensordot:
+    Reshape, MatMul, Reshape). ``kernel`` ``(D, E)`` and ``bias`` ``(E,)``
+    are cast to ``x``'s dtype.
+    """
+    kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
+    if len(x.shape) == 2:
+        return ops.matmul(x, kernel) + bias
+    batch = "abcxyz"[: len(x.shape) - 1]  # explicit letters: an ellipsis traces broadcasts
+    return ops.einsum(f"{batch}d,de->{batch}e", x, kernel) + bias
+
+
+def dense(layer, x):
+    """A ``keras.layers.Dense`` on ``x`` ``(..., D)``: its call on 2-D ``x``, else ``affine``."""
+    if len(x.shape) == 2:
+        return layer(x)
+    return affine(x, layer.kernel, layer.bias)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -104,12 +143,16 @@ class MultiHeadSelfAttention(layers.Layer):
         self.head_dim = head_dim
 
     def _project(self, x, names=_QKV):
-        """Fused projection: ``(B, T, D) -> (B, T, len(names), heads, head_dim)``.
+        """Projections ``names`` of ``x``: ``(B, T, D) -> [(B, T, heads, head_dim)] * len(names)``.
 
-        The official kernels of ``names`` are concatenated into one
-        ``(D, k D)`` matrix (the query part pre-scaled by ``1 / sqrt(head_dim)``,
-        exact for power-of-two head sizes), so the projection is one 2-D GEMM
-        whose bias add oneDNN fuses, instead of separate batched products.
+        The query is pre-scaled by ``1 / sqrt(head_dim)`` (exact for
+        power-of-two head sizes). By default the official kernels of
+        ``names`` are concatenated into one ``(D, k D)`` matrix, so the
+        projection is one 2-D GEMM whose bias add oneDNN fuses (three GEMMs
+        were 1.3-1.5x slower on TensorFlow). Inside ``spelled_for("openvino")``
+        each is its own 3-D GEMM (OpenVINO folds the kernels when it
+        compiles; split from one GEMM, the query and key kept NNCF's int8
+        FakeQuantize ops out of the attention kernel).
         """
         hidden = self.num_heads * self.head_dim
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -119,13 +162,16 @@ class MultiHeadSelfAttention(layers.Layer):
             bias = ops.reshape(getattr(self, f"{name}_bias"), (hidden,))
             if name == "query":
                 kernel, bias = kernel * scale, bias * scale
-            kernels.append(kernel)
-            biases.append(bias)
-        kernel = ops.cast(ops.concatenate(kernels, axis=-1), x.dtype)
-        bias = ops.cast(ops.concatenate(biases, axis=0), x.dtype)
+            kernels.append(ops.cast(kernel, x.dtype))
+            biases.append(ops.cast(bias, x.dtype))
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
-        projected = ops.matmul(ops.reshape(x, (-1, ops.shape(x)[-1])), kernel) + bias
-        return ops.reshape(projected, (batch, tokens, len(names), self.num_heads, self.head_dim))
+        heads = (batch, tokens, self.num_heads, self.head_dim)
+        if spelling() == "openvino":
+            return [ops.reshape(affine(x, k, b), heads) for k, b in zip(kernels, biases)]
+        kernel, bias = ops.concatenate(kernels, axis=-1), ops.concatenate(biases, axis=0)
+        projected = on_tokens(lambda tokens: affine(tokens, kernel, bias), x)
+        projected = ops.reshape(projected, (batch, tokens, len(names), *heads[2:]))
+        return ops.unstack(projected, num=len(names), axis=2)
 
     def call(self, x, training=None, return_attention_scores=False, context=None):
         """Attention of ``x`` over itself, or over ``context`` (keys and values) when given.
@@ -145,12 +191,10 @@ class MultiHeadSelfAttention(layers.Layer):
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         hidden = self.num_heads * self.head_dim
         if context is None:
-            q, k, v = ops.unstack(self._project(x), num=3, axis=2)
+            q, k, v = self._project(x)
         else:
-            q = self._project(x, ("query",))[:, :, 0]
-            k, v = ops.unstack(
-                ops.cast(self._project(context, ("key", "value")), x.dtype), num=2, axis=2
-            )
+            (q,) = self._project(x, ("query",))
+            k, v = (ops.cast(part, x.dtype) for part in self._project(context, ("key", "value")))
         explicit = (
             return_attention_scores
             or (training and self.dropout_rate > 0)
@@ -168,10 +212,9 @@ class MultiHeadSelfAttention(layers.Layer):
             attended = ops.transpose(ops.einsum("bhqs,bhsk->bhqk", probs, v), (0, 2, 1, 3))
         else:  # the query is pre-scaled in _project
             attended = ops.dot_product_attention(q, k, v, scale=1.0)
-        attended = ops.reshape(attended, (-1, hidden))
-        kernel = ops.cast(ops.reshape(self.out_kernel, (hidden, hidden)), x.dtype)
-        out = ops.matmul(attended, kernel) + ops.cast(self.out_bias, x.dtype)
-        out = ops.reshape(out, (batch, tokens, hidden))
+        attended = ops.reshape(attended, (batch, tokens, hidden))
+        kernel = ops.reshape(self.out_kernel, (hidden, hidden))
+        out = on_tokens(lambda values: affine(values, kernel, self.out_bias), attended)
         if return_attention_scores:
             return out, scores
         return out
@@ -221,14 +264,13 @@ class MlpBlock(layers.Layer):
         self.dense_1.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, x, training=None):
-        shape = ops.shape(x)
-        # On 2-D tokens each Dense is one MatMul + BiasAdd, which oneDNN
-        # fuses with the GELU that follows (a 3-D Dense is a Tensordot).
-        x = ops.reshape(x, (-1, shape[-1]))
-        x = fused_gelu(self.dense_0(x), self.approximate_gelu, training=training)
-        x = self.dropout(x, training=training)
-        x = self.dropout(self.dense_1(x), training=training)
-        return ops.reshape(x, shape)
+        def mlp(tokens):
+            hidden = dense(self.dense_0, tokens)
+            hidden = fused_gelu(hidden, self.approximate_gelu, training=training)
+            hidden = self.dropout(hidden, training=training)
+            return self.dropout(dense(self.dense_1, hidden), training=training)
+
+        return on_tokens(mlp, x)
 
     def compute_output_shape(self, input_shape):
         return input_shape

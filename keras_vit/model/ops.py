@@ -18,9 +18,12 @@ runs XLA on CPU only with ``--xla_cpu_compilation_enabled`` and the TFLite
 and ONNX converters have no use for them. On the other backends the plain
 function always runs (JAX compiles everything with XLA anyway).
 
-Spelling for a graph compiler: ``layer_norm_for("openvino")`` makes the
-LayerNorms traced inside it use the spelling OpenVINO fuses into one kernel
-(see ``layer_norm``); every other graph keeps the default.
+Spelling for a graph compiler: inside ``spelled_for("openvino")`` the layers
+trace the forms OpenVINO fuses (``spelling()`` says which applies): each
+LayerNorm as one MVN kernel (see ``layer_norm``), and every GEMM on 3-D
+tokens with separate query, key and value products (see
+``keras_vit.model.blocks``). Every other graph keeps the default, the
+fastest on TensorFlow with oneDNN.
 """
 
 from __future__ import annotations
@@ -92,20 +95,26 @@ def softmax_float32(logits):
     return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
 
 
-#: The LayerNorm spelling of the graph being traced (``layer_norm_for``).
-_LAYER_NORM_TARGET = contextvars.ContextVar("layer_norm_target", default="default")
+#: The graph compilers the layers have a spelling for (``spelled_for``).
+SPELLINGS = ("default", "openvino")
+_SPELLING = contextvars.ContextVar("spelling", default="default")
 
 
 @contextlib.contextmanager
-def layer_norm_for(target):
-    """LayerNorms traced inside are spelled for ``target``: ``"default"`` or ``"openvino"``."""
-    if target not in ("default", "openvino"):
-        raise ValueError(f"target must be 'default' or 'openvino', got {target!r}.")
-    token = _LAYER_NORM_TARGET.set(target)
+def spelled_for(target):
+    """Layers traced inside are spelled for ``target``, one of ``SPELLINGS``."""
+    if target not in SPELLINGS:
+        raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
+    token = _SPELLING.set(target)
     try:
         yield
     finally:
-        _LAYER_NORM_TARGET.reset(token)
+        _SPELLING.reset(token)
+
+
+def spelling():
+    """The spelling of the graph being traced: ``"default"`` or ``"openvino"``."""
+    return _SPELLING.get()
 
 
 def layer_norm(x, gamma, beta, epsilon):
@@ -118,7 +127,7 @@ def layer_norm(x, gamma, beta, epsilon):
     tensor and makes more passes over it. TFLite's int8 kernels need the
     ``rsqrt``: its int8 ``DIV`` refuses a denominator at the zero point.
 
-    Inside ``layer_norm_for("openvino")`` it is spelled
+    Inside ``spelled_for("openvino")`` it is spelled
     ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
     a 1-D axes list: the pattern OpenVINO's ``MVNFusion`` turns into one
     ``MVN`` kernel (with ``rsqrt`` each LayerNorm stayed Reduce + RMS +
@@ -137,7 +146,7 @@ def layer_norm(x, gamma, beta, epsilon):
     mean = ops.mean(x, axis=last, keepdims=True)
     centred = x - mean
     variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
-    if _LAYER_NORM_TARGET.get() == "openvino":
+    if spelling() == "openvino":
         y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
     else:
         y = centred * ops.rsqrt(variance + epsilon)
