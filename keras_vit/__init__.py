@@ -44,6 +44,7 @@ from keras_vit.model.factories import (  # noqa: E402
     ViT_Ti16,
     build_variant,
 )
+from keras_vit.model.frozen import FrozenModel, freeze  # noqa: E402
 from keras_vit.model.layers import (  # noqa: E402
     AddPositionEmbs,
     AddSinCosPositionEmbs,
@@ -74,6 +75,7 @@ __all__ = [
     "AddPositionEmbs",
     "AddSinCosPositionEmbs",
     "ClassToken",
+    "FrozenModel",
     "LayerScale",
     "MAPHead",
     "MaskedPatchPrediction",
@@ -105,6 +107,7 @@ __all__ = [
     "build_variant",
     "count_parameters",
     "export_model",
+    "freeze",
     "interpolation_matrix",
     "load_artifact",
     "load_image",

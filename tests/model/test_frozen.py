@@ -1,0 +1,158 @@
+"""``keras_vit.freeze``: in-process inference with the weights as graph constants.
+
+Parity is against the fixtures' timm references (independent of keras-vit);
+the graph checks read the traced function itself.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vit
+from keras_vit import freeze, model_from_checkpoint
+from keras_vit.model import frozen as frozen_module
+
+from conftest import fixture_case
+
+TOL = 1e-5
+
+
+def max_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
+
+
+def fixture_model(fixtures_dir, case="vit_token", filename="official.npz"):
+    return model_from_checkpoint(fixtures_dir / case / filename, num_heads=4, semantics="timm")
+
+
+def graph_ops(frozen):
+    return [node.op for node in frozen.function.get_concrete_function().graph.as_graph_def().node]
+
+
+@pytest.mark.parametrize(
+    "case,filename",
+    [
+        ("vit_token", "official.npz"),
+        ("hybrid", "timm.safetensors"),
+        ("hf_vit", "model.safetensors"),
+    ],
+)
+def test_frozen_logits_match_the_reference(fixtures_dir, case, filename):
+    _, ref = fixture_case(case)
+    frozen = freeze(fixture_model(fixtures_dir, case, filename))
+    assert max_diff(frozen.predict(ref["inputs"], batch_size=2), ref["logits"]) <= TOL
+
+
+def test_weights_are_graph_constants_and_one_trace_serves_every_batch(fixtures_dir):
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)
+    frozen = freeze(model)
+    concrete = frozen.function.get_concrete_function()
+    assert len(concrete.captured_inputs) == 0  # no variable handles go in
+    ops = graph_ops(frozen)
+    assert "ReadVariableOp" not in ops and "VarHandleOp" not in ops
+    assert ops.count("Const") >= len(model.weights)
+    inputs = ref["inputs"]
+    for batch in (1, len(inputs)):
+        assert max_diff(frozen(inputs[:batch]), ref["logits"][:batch]) <= TOL
+    assert frozen.function.experimental_get_tracing_count() == 1
+
+
+def test_frozen_model_is_a_snapshot_of_the_weights(fixtures_dir):
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)
+    frozen = freeze(model)
+    for weight in (model.head.kernel, model.head.bias):
+        weight.assign(weight * 0.0)
+    assert max_diff(model(ref["inputs"]), 0.0) <= TOL  # the model changed ...
+    assert max_diff(frozen(ref["inputs"]), ref["logits"]) <= TOL  # ... the snapshot did not
+    assert max_diff(freeze(model)(ref["inputs"]), 0.0) <= TOL  # freezing again sees it
+
+
+def test_freeze_in_mixed_bfloat16_folds_the_casts_and_follows_float32(fixtures_dir):
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)  # float32
+    frozen = freeze(model, dtype="mixed_bfloat16")
+    assert frozen.dtype_policy == "mixed_bfloat16"
+    assert model.dtype_policy.name == "float32"  # the model itself is untouched
+    matmuls = [
+        node
+        for node in frozen.function.get_concrete_function().graph.as_graph_def().node
+        if node.op == "MatMul"
+    ]
+    assert any(node.attr["T"].type == tf.bfloat16.as_datatype_enum for node in matmuls)
+    logits = np.asarray(frozen.predict(ref["inputs"]))
+    scale = np.abs(ref["logits"]).max()
+    assert max_diff(logits, ref["logits"]) <= 0.05 * scale
+    assert max_diff(logits, ref["logits"]) > TOL  # really ran in bfloat16
+    np.testing.assert_array_equal(logits.argmax(-1), ref["logits"].argmax(-1))
+
+
+def test_dynamic_resolution_model_freezes_for_any_size():
+    model = keras_vit.ViT(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=64,
+        num_classes=3,
+        dynamic_resolution=True,
+    )
+    frozen = freeze(model)
+    assert tuple(frozen.input_spec.shape) == (None, None, None, 3)
+    for size in (32, 48):
+        images = np.random.default_rng(size).uniform(-1, 1, (2, size, size, 3)).astype("float32")
+        assert max_diff(frozen(images), model(images)) <= TOL
+
+
+def test_functional_keras_model_freezes():
+    model = keras.applications.MobileNetV3Small(
+        weights=None, input_shape=(64, 64, 3), include_preprocessing=False
+    )
+    images = np.random.default_rng(0).uniform(0, 1, (3, 64, 64, 3)).astype("float32")
+    assert max_diff(freeze(model).predict(images), model.predict(images, verbose=0)) <= TOL
+
+
+def tiny():
+    return keras_vit.ViT(
+        image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32
+    )
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda: freeze("ViT_B16"), TypeError, "freeze expects a keras.Model; got str"),
+        (lambda: freeze(tiny(), dtype="float17"), ValueError, "got 'float17'"),
+        (lambda: freeze(tiny())(np.zeros((1, 32, 32, 3))), ValueError, "(any, 16, 16, 3)"),
+        (lambda: freeze(tiny())(np.zeros((16, 16, 3))), ValueError, "got (16, 16, 3)"),
+        (lambda: freeze(tiny()).predict(np.zeros((0, 16, 16, 3))), ValueError, "batch of images"),
+        (lambda: freeze(tiny()).predict(np.zeros((1, 16, 16, 3)), 0), ValueError, "batch_size"),
+    ],
+)
+def test_bad_inputs_are_refused_with_what_was_expected(call, error, message):
+    with pytest.raises(error) as raised:
+        call()
+    assert message in str(raised.value)
+
+
+def test_unbuilt_model_is_refused():
+    class Unbuilt(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="is not built; build or call it"):
+        freeze(Unbuilt())
+
+
+def test_weights_over_the_graph_limit_are_refused(monkeypatch):
+    model = tiny()
+    state = model.trainable_variables + model.non_trainable_variables  # what becomes constants
+    size = sum(np.asarray(v.numpy()).nbytes for v in state)
+    monkeypatch.setattr(frozen_module, "MAX_CONSTANT_BYTES", size - 1)
+    with pytest.raises(ValueError, match="GiB of weights; a frozen graph holds at most"):
+        freeze(model)
+    monkeypatch.setattr(frozen_module, "MAX_CONSTANT_BYTES", size)
+    assert freeze(model).function.experimental_get_tracing_count() == 1
