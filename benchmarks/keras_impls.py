@@ -70,6 +70,26 @@ def build_keras_vit(task, precision, workdir, jit_compile=True, policy=None):
     return keras_step(model, task, jit_compile)
 
 
+def build_keras_vit_frozen(task, precision, workdir):
+    """keras-vit through ``keras_vit.freeze``: the weights as graph constants (inference).
+
+    The same model as ``build_keras_vit`` under the precision's policy; the
+    step calls the frozen TensorFlow function (no XLA), so oneDNN runs its
+    pre-packed GEMM kernels and the weight casts are folded away.
+    """
+    import keras_vit
+    from keras_vit.model.factories import build_variant
+
+    _, _, training = TASKS[task]
+    if training:
+        raise ValueError(f"keras-vit-frozen runs inference only, got task {task!r}.")
+    _set_policy(precision)
+    model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
+    frozen = keras_vit.freeze(model)
+    images, _ = random_batch(task)
+    return lambda: frozen(images).numpy()
+
+
 def build_keras_hub(task, precision, workdir, jit_compile="auto"):
     """keras-hub ``ViTImageClassifier`` over a ``ViTBackbone`` of the same size."""
     import keras_hub

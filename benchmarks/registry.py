@@ -48,6 +48,7 @@ IMPLS = {
         ("bf16",),
         True,
     ),
+    "keras-vit-frozen": Impl(keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),

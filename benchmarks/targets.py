@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-OURS = ("keras-vit", "keras-vit-onednn", "keras-vit-onednn-bf16w")
+OURS = ("keras-vit", "keras-vit-onednn", "keras-vit-onednn-bf16w", "keras-vit-frozen")
 TF_PEERS = ("keras-hub", "keras-hub-xla", "vit-keras")
 # OpenVINO converting the Hugging Face ONNX file or keras-vit's SavedModel:
 # the faster of the two is the peer.
