@@ -16,6 +16,7 @@ from keras_vit.model import frozen as frozen_module
 from conftest import fixture_case
 
 TOL = 1e-5
+TINY = dict(patch_size=8, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
 
 
 def max_diff(a, b):
@@ -90,16 +91,7 @@ def test_freeze_in_mixed_bfloat16_folds_the_casts_and_follows_float32(fixtures_d
 
 
 def test_dynamic_resolution_model_freezes_for_any_size():
-    model = keras_vit.ViT(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=64,
-        num_classes=3,
-        dynamic_resolution=True,
-    )
+    model = keras_vit.ViT(image_size=32, num_classes=3, dynamic_resolution=True, **TINY)
     frozen = freeze(model)
     assert tuple(frozen.input_spec.shape) == (None, None, None, 3)
     for size in (32, 48):
@@ -116,9 +108,7 @@ def test_functional_keras_model_freezes():
 
 
 def tiny():
-    return keras_vit.ViT(
-        image_size=16, patch_size=8, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32
-    )
+    return keras_vit.ViT(image_size=16, **TINY)
 
 
 @pytest.mark.parametrize(
