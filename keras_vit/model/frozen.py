@@ -24,7 +24,8 @@ cannot exceed 2 GiB, so models with more than ``MAX_CONSTANT_BYTES`` of
 weights (ViT-H/14 in float32) are refused. Memory: TensorFlow keeps several
 copies of the constants (the traced graph, the optimised one, the kernels'
 tensors, oneDNN's packed weights): ViT-B/16's process peaks at ~4.5 GB
-resident, against ~1.3 GB running the model itself.
+resident (~1.0 GB for the model alone), ViT-L/16's at 15.0 GB frozen in
+bf16 and 18.9 GB in float32 (1.9 GB).
 """
 
 from __future__ import annotations
