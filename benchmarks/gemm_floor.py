@@ -154,9 +154,9 @@ def time_optimizer_update(task, repeats=7):
     import keras
     import tensorflow as tf
 
-    from keras_vit.model.factories import build_variant
+    from benchmarks.keras_impls import task_model
 
-    model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
+    model = task_model(task)
     variables = model.trainable_variables
     optimizer = keras.optimizers.Adam(1e-4)
     optimizer.build(variables)

@@ -17,6 +17,20 @@ from benchmarks.specs import TASKS, model_spec
 KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
+def task_model(task, dtype=None):
+    """The task's keras-vit model at its image size, under ``dtype`` (the global policy if None)."""
+    from keras_vit.model.factories import build_variant
+
+    variant = TASKS[task][0]
+    return build_variant(variant, image_size=model_spec(variant)["image_size"], dtype=dtype)
+
+
+def inference_only(task, name):
+    """Refuses a training task for an implementation that only runs inference."""
+    if TASKS[task][2]:
+        raise ValueError(f"{name} runs inference tasks only, got {task!r}.")
+
+
 def random_batch(task, seed=0):
     """``(images (B, 224, 224, 3) float32 in [-1, 1], labels (B,) int32)`` of a task."""
     variant, batch, _ = TASKS[task]
@@ -63,11 +77,8 @@ def build_keras_vit(task, precision, workdir, jit_compile=True, policy=None):
     cast every float32 weight to bf16 at every step as ``mixed_bfloat16``
     does (a quarter of the op time of a batch-1 ViT-B/16 step).
     """
-    from keras_vit.model.factories import build_variant
-
     _set_policy(precision, policy)
-    model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
-    return keras_step(model, task, jit_compile)
+    return keras_step(task_model(task), task, jit_compile)
 
 
 def build_keras_vit_frozen(task, precision, workdir):
@@ -78,14 +89,10 @@ def build_keras_vit_frozen(task, precision, workdir):
     pre-packed GEMM kernels and the weight casts are folded away.
     """
     import keras_vit
-    from keras_vit.model.factories import build_variant
 
-    _, _, training = TASKS[task]
-    if training:
-        raise ValueError(f"keras-vit-frozen runs inference only, got task {task!r}.")
+    inference_only(task, "keras-vit-frozen")
     _set_policy(precision)
-    model = build_variant(TASKS[task][0], image_size=model_spec(TASKS[task][0])["image_size"])
-    frozen = keras_vit.freeze(model)
+    frozen = keras_vit.freeze(task_model(task))
     images, _ = random_batch(task)
     return lambda: frozen(images).numpy()
 

@@ -23,9 +23,8 @@ import os
 
 import numpy as np
 
+from benchmarks.keras_impls import inference_only, task_model
 from benchmarks.portable_impls import (
-    _float32_keras_vit,
-    _inference_only,
     _nchw,
     _pixels,
     build_hf_onnx,
@@ -95,7 +94,7 @@ def _quantized(ir, images):
 
 def build_openvino(task, precision, workdir):
     """OpenVINO on the Hugging Face ViT's ONNX export (``hf-onnx``'s file)."""
-    _inference_only(task, "OpenVINO")
+    inference_only(task, "OpenVINO")
     variant = TASKS[task][0].replace("/", "")
 
     def convert():
@@ -116,7 +115,7 @@ def build_openvino(task, precision, workdir):
 
 def build_openvino_savedmodel(task, precision, workdir):
     """OpenVINO converting keras-vit's TF Serving SavedModel (``serving_default``, rank fixed)."""
-    _inference_only(task, "OpenVINO")
+    inference_only(task, "OpenVINO")
     if precision == "int8":
         raise ValueError("openvino-savedmodel runs fp32 and bf16; int8 is measured on `openvino`.")
     variant = TASKS[task][0].replace("/", "")
@@ -136,7 +135,7 @@ def build_openvino_savedmodel(task, precision, workdir):
 
 def build_keras_vit_openvino(task, precision, workdir):
     """keras-vit's OpenVINO export (``keras_vit.export.openvino.convert_openvino``)."""
-    _inference_only(task, "OpenVINO")
+    inference_only(task, "OpenVINO")
     variant = TASKS[task][0].replace("/", "")
     quantization = "int8" if precision == "int8" else "float32"
     path = os.path.join(workdir, f"keras_vit_{variant}_{quantization}.xml")
@@ -145,5 +144,5 @@ def build_keras_vit_openvino(task, precision, workdir):
 
         size = model_spec(TASKS[task][0])["image_size"]
         calibration = calibration_photos(size) if quantization == "int8" else None
-        convert_openvino(_float32_keras_vit(task), path, quantization, calibration)
+        convert_openvino(task_model(task, "float32"), path, quantization, calibration)
     return compiled_step(path, precision, _pixels(task))

@@ -15,17 +15,12 @@ import os
 
 import numpy as np
 
-from benchmarks.keras_impls import random_batch
+from benchmarks.keras_impls import inference_only, random_batch, task_model
 from benchmarks.specs import TASKS, model_spec
 
 THREADS = os.cpu_count()
 # Benchmark precision -> keras_vit.export.tflite quantization.
 TFLITE_QUANTIZATIONS = {"fp32": "float32", "int8": "dynamic"}
-
-
-def _inference_only(task, name):
-    if TASKS[task][2]:
-        raise ValueError(f"{name} runs inference tasks only, got {task!r}.")
 
 
 def _pixels(task):
@@ -45,13 +40,6 @@ def _cached(workdir, filename, write):
     return path
 
 
-def _float32_keras_vit(task):
-    from keras_vit.model.factories import build_variant
-
-    variant = TASKS[task][0]
-    return build_variant(variant, image_size=model_spec(variant)["image_size"], dtype="float32")
-
-
 def build_saved_model(task, precision, workdir, jit_compile=False):
     """SavedModel ``serving_default`` as ``keras_vit.export.saved_model`` exports it.
 
@@ -60,13 +48,13 @@ def build_saved_model(task, precision, workdir, jit_compile=False):
     """
     import tensorflow as tf
 
-    from keras_vit.export.saved_model import ServingFunctions, images_spec, write_saved_model
+    from keras_vit.export.saved_model import ServingFunctions, write_saved_model
 
-    _inference_only(task, "SavedModel")
+    inference_only(task, "SavedModel")
     variant = TASKS[task][0].replace("/", "")
 
     def write(path):
-        model = _float32_keras_vit(task)
+        model = task_model(task, "float32")
         if not jit_compile:
             write_saved_model(model, path)
             return
@@ -75,7 +63,7 @@ def build_saved_model(task, precision, workdir, jit_compile=False):
         module.model = model
         module.serve = tf.function(
             lambda images: functions.serving_default(images),
-            input_signature=[images_spec(model)],
+            input_signature=[model.images_spec()],
             jit_compile=True,
         )
         tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
@@ -93,13 +81,13 @@ def build_tflite(task, precision, workdir):
 
     from keras_vit.export.tflite import convert_tflite
 
-    _inference_only(task, "TFLite")
+    inference_only(task, "TFLite")
     quantization = TFLITE_QUANTIZATIONS[precision]
     variant = TASKS[task][0].replace("/", "")
     path = _cached(
         workdir,
         f"vit_{variant}_{quantization}.tflite",
-        lambda p: convert_tflite(_float32_keras_vit(task), p, quantization),
+        lambda p: convert_tflite(task_model(task, "float32"), p, quantization),
     )
     runner = Interpreter(model_path=path, num_threads=THREADS).get_signature_runner(
         "serving_default"
@@ -121,10 +109,10 @@ def build_keras_vit_onnx(task, precision, workdir):
     """onnxruntime on keras-vit's tf2onnx export (``keras_vit.export.onnx``)."""
     from keras_vit.export.onnx import convert_onnx
 
-    _inference_only(task, "ONNX")
+    inference_only(task, "ONNX")
     variant = TASKS[task][0].replace("/", "")
     path = _cached(
-        workdir, f"vit_{variant}_keras.onnx", lambda p: convert_onnx(_float32_keras_vit(task), p)
+        workdir, f"vit_{variant}_keras.onnx", lambda p: convert_onnx(task_model(task, "float32"), p)
     )
     session = _onnx_session(path)
     feed = {session.get_inputs()[0].name: _pixels(task)}
@@ -161,7 +149,7 @@ def build_hf_onnx(task, precision, workdir):
     """onnxruntime on transformers' ViT exported with ``torch.onnx`` (TorchScript exporter)."""
     import torch
 
-    _inference_only(task, "ONNX")
+    inference_only(task, "ONNX")
     variant = TASKS[task][0].replace("/", "")
 
     def write(path):
