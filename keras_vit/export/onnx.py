@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.atomic import atomic_path
-from keras_vit.export.saved_model import classify_fn, images_spec
+from keras_vit.export.saved_model import classify_fn
 from keras_vit.extras import require
 
 MAX_OPSET = 18
@@ -104,7 +104,7 @@ def weights_as_inputs(model):
     variables = list(model.variables)
     names = _input_names(variables)
     specs = [tf.TensorSpec(v.shape, v.dtype, name=n) for v, n in zip(variables, names)]
-    signature = [images_spec(model), *specs]
+    signature = [model.images_spec(), *specs]
     classify = classify_fn(model)
 
     @tf.function(input_signature=signature, autograph=False)

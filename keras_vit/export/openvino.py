@@ -7,7 +7,7 @@ The IR (``model.xml`` with its weights in ``model.bin`` beside it) takes
 ``pre_logits``, like the TFLite and ONNX files.
 
 OpenVINO converts the same classifier function as the other formats, traced
-with a rank-4 signature (``images_spec``): its CPU plugin refuses inputs of
+with a rank-4 signature (``ViT.images_spec``): its CPU plugin refuses inputs of
 unknown rank. The weights are stored in float32 (``compress_to_fp16=False``).
 
 Precision is chosen when the IR is compiled, not stored in it: on CPUs with
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.atomic import atomic_path
-from keras_vit.export.saved_model import classify_fn, images_spec
+from keras_vit.export.saved_model import classify_fn
 from keras_vit.extras import require
 from keras_vit.model.ops import spelled_for
 from keras_vit.validation import choice
@@ -71,7 +71,7 @@ def convert_openvino(model, path, quantization="float32", representative_images=
             "OpenVINO int8 quantization needs representative images "
             "(array (n, height, width, channels) in [0, 255]); got None."
         )
-    function = tf.function(classify_fn(model), input_signature=[images_spec(model)])
+    function = tf.function(classify_fn(model), input_signature=[model.images_spec()])
     with spelled_for("openvino"):  # traced here: the forms OpenVINO fuses
         ir = ov.convert_model(function)
     del function

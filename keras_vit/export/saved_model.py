@@ -56,15 +56,6 @@ _MAGIC = {
 _HEADER_BYTES = 32
 
 
-def images_spec(model):
-    """``TensorSpec`` float32 ``(batch, height, width, channels)`` of a model's pixels.
-
-    Height and width are None for a ``dynamic_resolution`` model.
-    """
-    spatial = (None, None) if model.dynamic_resolution else model.image_size
-    return tf.TensorSpec((None, *spatial, model.channels), tf.float32, name="images")
-
-
 def classify_fn(model):
     """A function from pixels to class scores around a classification ``ViT``.
 

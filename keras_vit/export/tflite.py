@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.atomic import write_bytes_atomic
-from keras_vit.export.saved_model import classify_fn, images_spec
+from keras_vit.export.saved_model import classify_fn
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 #: Above this many bytes of weights, the flatbuffer stores its buffers after
@@ -62,7 +62,7 @@ def convert_tflite(model, path, quantization="float32", representative_images=No
             "Full-integer int8 quantization needs representative images "
             "(array (n, height, width, channels) in [0, 255]); got None."
         )
-    spec = images_spec(model)
+    spec = model.images_spec()
     with tempfile.TemporaryDirectory(prefix="keras_vit_tflite_") as source:
         archive = keras.export.ExportArchive()
         archive.track(model)

@@ -35,6 +35,9 @@ import math
 import keras
 import numpy as np
 
+from keras_vit.model.vit import ViT
+from keras_vit.validation import integer
+
 #: Largest total size of the frozen weights (a GraphDef is limited to 2 GiB).
 MAX_CONSTANT_BYTES = 2**31 - 2**26
 
@@ -79,8 +82,6 @@ class FrozenModel:
         Returns:
             The model's outputs as NumPy arrays, ``(n, ...)`` each.
         """
-        from keras_vit.validation import integer
-
         batch_size = integer(batch_size, "batch_size", minimum=1)
         images = np.asarray(images, dtype="float32")
         if images.ndim == 0 or len(images) == 0:
@@ -97,8 +98,8 @@ def freeze(model, dtype=None):
 
     Args:
         model: a built ``keras.Model`` on the TensorFlow backend: a keras-vit
-            ``ViT`` (its ``image_size``, ``channels`` and
-            ``dynamic_resolution`` give the input shape) or a functional model.
+            ``ViT`` (``ViT.images_spec`` gives the input shape) or a
+            functional model.
         dtype: optional Keras dtype policy name to compute in, e.g.
             ``"mixed_bfloat16"`` for a float32 model (a copy of the model with
             that policy is frozen); the model's own policy by default.
@@ -153,18 +154,15 @@ def _input_spec(model):
     """``TensorSpec`` float32 of the model's single image input, batch dynamic."""
     import tensorflow as tf
 
-    if all(hasattr(model, name) for name in ("image_size", "channels", "dynamic_resolution")):
-        spatial = (None, None) if model.dynamic_resolution else tuple(model.image_size)
-        shape = (None, *spatial, model.channels)
-    else:
-        inputs = getattr(model, "inputs", None) or []
-        if len(inputs) != 1:
-            raise ValueError(
-                f"freeze needs a ViT or a functional model with one input; {model.name!r} "
-                f"has {len(inputs)} symbolic inputs."
-            )
-        shape = (None, *tuple(inputs[0].shape)[1:])
-    return tf.TensorSpec(shape, tf.float32, name="images")
+    if isinstance(model, ViT):
+        return model.images_spec()
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        raise ValueError(
+            f"freeze needs a ViT or a functional model with one input; {model.name!r} "
+            f"has {len(inputs)} symbolic inputs."
+        )
+    return tf.TensorSpec((None, *tuple(inputs[0].shape)[1:]), tf.float32, name="images")
 
 
 def _with_policy(model, dtype):

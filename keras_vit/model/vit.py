@@ -441,6 +441,17 @@ class ViT(keras.Model):
                 "resized on load) or with dynamic_resolution=True."
             )
 
+    def images_spec(self):
+        """``tf.TensorSpec`` float32 ``(batch, height, width, channels)`` of the model's images.
+
+        Batch is None; height and width are None for a ``dynamic_resolution``
+        model. The input signature of every exported and frozen graph.
+        """
+        import tensorflow as tf
+
+        spatial = (None, None) if self.dynamic_resolution else self.image_size
+        return tf.TensorSpec((None, *spatial, self.channels), tf.float32, name="images")
+
     def _checked_spatial(self, images):
         """``images``, with the fixed size checked at run time where the traced shape is unknown.
 
