@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from benchmarks import keras_impls, openvino_impls, portable_impls
+from benchmarks import gemm_floor, keras_impls, openvino_impls, portable_impls
 
 
 @dataclass(frozen=True)
@@ -99,4 +99,16 @@ IMPLS = {
     ),
     "hf-torch": Impl(portable_impls.build_hf_torch, ALL_TASKS, ("fp32",), False, quick=False),
     "timm": Impl(portable_impls.build_timm, ALL_TASKS, ("fp32",), False),
+    # Not implementations: each task's GEMM-only step (benchmarks/gemm_floor.py),
+    # run in every sweep so that a floor meets the machine its rows met.
+    "gemm-floor": Impl(gemm_floor.build_floor, ALL_TASKS, ("fp32", "bf16"), False),
+    "gemm-floor-openvino": Impl(
+        functools.partial(gemm_floor.build_floor, runtime="openvino"),
+        INFERENCE,
+        ("fp32", "bf16"),
+        False,
+    ),
 }
+
+#: The floor rows and the runtime whose GEMMs each one times.
+FLOORS = {"gemm-floor": "tensorflow", "gemm-floor-openvino": "openvino"}

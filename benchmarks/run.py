@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make ``benchmarks`` importable
 
-from benchmarks.registry import IMPLS  # noqa: E402
+from benchmarks.registry import FLOORS, IMPLS  # noqa: E402
 from benchmarks.specs import TASKS  # noqa: E402
 from benchmarks.targets import evaluate_targets, format_targets  # noqa: E402
 from keras_vit.atomic import write_json_atomic  # noqa: E402
@@ -98,22 +98,24 @@ def measure_gemms():
     }
 
 
-def measure_floors(tasks, openvino=False):
-    """Each task's GEMM-only floor, in fresh processes.
+def with_floors(impls):
+    """``impls`` plus a run's GEMM-only floors: TensorFlow's, and OpenVINO's with OpenVINO rows."""
+    floors = [
+        floor
+        for floor, runtime in FLOORS.items()
+        if runtime == "tensorflow" or any(runtime in impl for impl in impls)
+    ]
+    return [*impls, *(floor for floor in floors if floor not in impls)]
 
-    Returns:
-        ``{"task precision": row}`` with TensorFlow's GEMMs and, with
-        ``openvino``, ``{"task precision openvino": row}`` with OpenVINO's
-        (inference tasks).
-    """
+
+def floors_of(rows):
+    """Floor rows by ``"task precision"`` (TensorFlow's) or ``"task precision openvino"``."""
     floors = {}
-    for task in tasks:
-        for precision in GEMM_PRECISIONS:
-            args = ["--impl", "gemm-floor", "--task", task, "--precision", precision]
-            floors[f"{task} {precision}"] = run_worker(args)
-            if openvino and not TASKS[task][2]:
-                row = run_worker([*args, "--runtime", "openvino"])
-                floors[f"{task} {precision} openvino"] = row
+    for row in rows:
+        runtime = FLOORS.get(row["impl"])
+        if runtime:
+            suffix = "" if runtime == "tensorflow" else f" {runtime}"
+            floors[f"{row['task']} {row['precision']}{suffix}"] = row
     return floors
 
 
@@ -191,9 +193,9 @@ def main(argv=None):
     sweeps = args.sweeps or sweeps
     workdir = args.workdir or tempfile.mkdtemp(prefix="keras_vit_bench_")
     info = machine()
-    jobs = plan_jobs(args.impls, args.tasks, args.quick)
+    jobs = plan_jobs(with_floors(args.impls), args.tasks, args.quick)
     started = time.time()
-    gemm_runs, floors = [measure_gemms()], {}
+    gemm_runs = [measure_gemms()]
     runs = []
     try:
         prepare_exports(jobs, workdir)
@@ -234,7 +236,6 @@ def main(argv=None):
                     }
                 )
         gemm_runs.append(measure_gemms())
-        floors = measure_floors(args.tasks, any("openvino" in impl for impl in args.impls))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -244,6 +245,7 @@ def main(argv=None):
         if any(g[p] for g in gemm_runs)
     }
     rows = merge_runs(runs, gemm)
+    floors = floors_of(rows)
     targets = evaluate_targets(rows, floors)
     info.update(load_average_end=os.getloadavg(), minutes=round((time.time() - started) / 60, 1))
     print(f"\nGEMM GFLOP/s (best of start/end): {gemm}  machine: {info}\n")

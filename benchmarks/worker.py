@@ -54,23 +54,6 @@ def run_gemm(precision):
     )
 
 
-def run_floor(task, precision, runtime="tensorflow"):
-    """The floor row: ``impl="gemm-floor"``, the task's GEMM-only bound in ``images_per_s``."""
-    from benchmarks.gemm_floor import gemm_floor
-
-    floor = gemm_floor(task, precision, runtime)
-    return dict(
-        impl="gemm-floor",
-        runtime=runtime,
-        task=task,
-        precision=precision,
-        status="ok",
-        images_per_s=floor["images_per_s"],
-        latency_ms=floor["step_ms"],
-        optimizer_ms=floor["optimizer_ms"],
-    )
-
-
 def run_job(impl, task, precision, workdir, warmup, min_steps, min_time, prepare_only=False):
     """Builds one implementation and times it; returns the result row.
 
@@ -118,12 +101,9 @@ def main(argv=None):
     parser.add_argument("--min-steps", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=10.0)
     parser.add_argument("--prepare-only", action="store_true", help="build/export, time nothing")
-    parser.add_argument("--runtime", default="tensorflow", help="GEMM floor: tensorflow, openvino")
     args = parser.parse_args(argv)
     if args.impl == "gemm":
         row = run_gemm(args.precision)
-    elif args.impl == "gemm-floor":
-        row = run_floor(args.task, args.precision, args.runtime)
     else:
         row = run_job(
             args.impl,

@@ -1,0 +1,75 @@
+"""The GEMM-only floor of benchmarks/gemm_floor.py runs every product of a step, once each."""
+
+import numpy as np
+import pytest
+
+from benchmarks import gemm_floor
+from benchmarks.run import floors_of, with_floors
+from benchmarks.specs import TASKS, model_spec
+
+# Three batched and three 2-D products of one shape each: identical computations
+# if their operands were shared.
+SAME_SHAPE = [(2, 5, 4, 3)] * 3 + [(1, 5, 4, 3)] * 3
+CORNERS = 3 * 2 + 3  # TensorFlow: one per batch entry of every product
+
+
+def test_program_order_lists_every_product_layer_by_layer():
+    gemms = gemm_floor.step_gemms("infer_b1")
+    products = gemm_floor.program_order(gemms)
+    assert len(products) == sum(count for *_, count in gemms)
+    layers = model_spec(TASKS["infer_b1"][0])["num_layers"]
+    per_layer = [g for g in gemms if g[-1] == layers]
+    # Layer 0 holds the one-off products too; every later layer repeats the same sequence.
+    assert products[-len(per_layer) :] == [tuple(g[1:5]) for g in per_layer]
+
+
+@pytest.mark.parametrize("constant_weights", [False, True])
+def test_tensorflow_program_runs_each_product_on_its_own_operands(constant_weights):
+    corners = gemm_floor.tensorflow_program(SAME_SHAPE, "fp32", constant_weights)()
+    assert corners.shape == (CORNERS,)
+    # Shared operands would give three equal products (and Grappler would run one).
+    assert len(np.unique(corners)) == corners.size
+
+
+def test_tensorflow_program_fuses_a_bias_only_where_asked():
+    products = [(1, 6, 4, 3)]
+    bare = gemm_floor.tensorflow_program(products, "fp32", True)()
+    biased = gemm_floor.tensorflow_program(products, "fp32", True, frozenset({(6, 4, 3)}))()
+    assert bare.shape == biased.shape == (1,)
+    assert bare[0] != biased[0]
+
+
+def test_openvino_program_runs_each_product_on_its_own_operands():
+    pytest.importorskip("openvino")
+    result = gemm_floor.openvino_program(SAME_SHAPE, "fp32")()
+    (corners,) = result.values()
+    assert corners.shape == (len(SAME_SHAPE),)  # one per product
+    assert len(np.unique(corners)) == corners.size
+
+
+@pytest.mark.parametrize(
+    "task, precision, runtime, message",
+    [
+        ("infer_b1", "fp32", "torch", "runtime must be one of"),
+        ("infer_b1", "int8", "tensorflow", "precision must be one of"),
+        ("train", "fp32", "openvino", "inference only"),
+    ],
+)
+def test_floor_step_refuses_what_it_cannot_time(task, precision, runtime, message):
+    with pytest.raises(ValueError, match=message):
+        gemm_floor.floor_step(task, precision, runtime)
+
+
+def test_run_adds_the_floors_its_rows_are_compared_with():
+    assert with_floors(["keras-vit-frozen"]) == ["keras-vit-frozen", "gemm-floor"]
+    assert with_floors(["openvino", "gemm-floor"]) == [
+        "openvino",
+        "gemm-floor",
+        "gemm-floor-openvino",
+    ]
+    rows = [
+        {"impl": "gemm-floor", "task": "infer_b1", "precision": "bf16"},
+        {"impl": "gemm-floor-openvino", "task": "infer_b1", "precision": "bf16"},
+        {"impl": "openvino", "task": "infer_b1", "precision": "bf16"},
+    ]
+    assert floors_of(rows) == {"infer_b1 bf16": rows[0], "infer_b1 bf16 openvino": rows[1]}
