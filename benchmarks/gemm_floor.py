@@ -228,20 +228,17 @@ def openvino_program(products, precision):
     return lambda: request.infer(feeds, share_inputs=True)  # no copy of the inputs per step
 
 
-def time_gemm(batch, m, k, n, precision, repeats=5, runtime="tensorflow", constant_weight=False):
+def time_gemm(batch, m, k, n, precision, repeats=5, runtime="tensorflow"):
     """Best-of-``repeats`` seconds of one ``(batch, m, k) @ (batch, k, n)`` product.
 
-    ``constant_weight``: a 2-D product's ``(k, n)`` operand is a constant (an
-    inference weight), else an input (training: weights change every step).
-    TensorFlow: with a constant weight, the faster of its two kernel forms
-    (``dense_forms``).
+    TensorFlow: both operands are inputs (a training product, or attention;
+    a constant-weight dense product is ``dense_forms``). OpenVINO: a 2-D
+    product's weight is a constant, as in an IR.
     """
     products = [(batch, m, k, n)]
     if runtime == "openvino":
         return best_seconds(openvino_program(products, precision), repeats)
-    if batch == 1 and constant_weight:
-        return min(dense_forms(m, k, n, precision, repeats).values())
-    return best_seconds(tensorflow_program(products, precision, constant_weight), repeats)
+    return best_seconds(tensorflow_program(products, precision, False), repeats)
 
 
 def dense_forms(m, k, n, precision, repeats=5):
@@ -257,14 +254,15 @@ def dense_forms(m, k, n, precision, repeats=5):
     }
 
 
+def biased_shapes(forms):
+    """The shapes of ``{(m, k, n): dense_forms(...)}`` that are faster with a BiasAdd."""
+    return frozenset(shape for shape, times in forms.items() if times["biased"] < times["bare"])
+
+
 def faster_biased(products, precision):
     """The ``(m, k, n)`` of the 2-D constant-weight products faster with a BiasAdd."""
-    biased = set()
-    for shape in {product[1:] for product in products if product[0] == 1}:
-        forms = dense_forms(*shape, precision)
-        if forms["biased"] < forms["bare"]:
-            biased.add(shape)
-    return frozenset(biased)
+    shapes = {product[1:] for product in products if product[0] == 1}
+    return biased_shapes({shape: dense_forms(*shape, precision) for shape in shapes})
 
 
 def time_optimizer_update(task, repeats=7):
@@ -308,8 +306,8 @@ def floor_step(task, precision, runtime="tensorflow", biased=None):
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
-    if precision not in OPENVINO_HINTS:
-        raise ValueError(f"precision must be one of {tuple(OPENVINO_HINTS)}, got {precision!r}.")
+    if precision not in GEMM_DTYPES:
+        raise ValueError(f"precision must be one of {tuple(GEMM_DTYPES)}, got {precision!r}.")
     training = TASKS[task][2]
     if runtime == "openvino" and training:
         raise ValueError(f"OpenVINO runs inference only; got the training task {task!r}.")
@@ -338,16 +336,18 @@ def gemm_floor(task, precision, runtime="tensorflow"):
         floor step, best of ``FLOOR_REPEATS``) and ``images_per_s`` (the bound).
     """
     training = TASKS[task][2]
-    rows, biased = [], set()
+    rows, forms = [], {}
     overhead = time_gemm(1, 1, 1, 1, precision, runtime=runtime)  # the call itself
     for name, batch, m, k, n, count in step_gemms(task):
+        products = 1  # in the timed call
         if runtime == "tensorflow" and batch == 1 and not training:
-            forms = dense_forms(m, k, n, precision)
-            seconds = min(forms.values())
-            biased.update({(m, k, n)} if forms["biased"] < forms["bare"] else ())
+            forms[m, k, n] = dense_forms(m, k, n, precision)
+            seconds = min(forms[m, k, n].values())
+        elif batch > 1:  # all layers' attention products in one batched call
+            seconds, products = time_gemm(batch * count, m, k, n, precision, runtime=runtime), count
         else:
             seconds = time_gemm(batch, m, k, n, precision, runtime=runtime)
-        seconds = max(seconds - overhead, 1e-9)
+        seconds = max(seconds - overhead, 1e-9) / products
         rows.append(
             dict(
                 name=name,
@@ -357,7 +357,7 @@ def gemm_floor(task, precision, runtime="tensorflow"):
                 gflops=round(2 * batch * m * k * n / seconds / 1e9, 1),
             )
         )
-    step = best_seconds(floor_step(task, precision, runtime, frozenset(biased)), FLOOR_REPEATS)
+    step = best_seconds(floor_step(task, precision, runtime, biased_shapes(forms)), FLOOR_REPEATS)
     optimizer = time_optimizer_update(task) if training else 0.0
     return dict(
         rows=rows,
