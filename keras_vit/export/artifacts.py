@@ -38,8 +38,10 @@ class Artifact:
             (the export size for dynamic-resolution files).
         channels: int. Input channels.
         labels: list of str or None. Class names, when exported with labels.
-        precision: str or None. OpenVINO's inference precision hint
-            (``"f32"``, ``"bf16"``); None for the other kinds.
+        precision: str or None. The precision OpenVINO's CPU plugin
+            computes in (``"f32"``, ``"bf16"``, ``"f16"``): the hint asked
+            for, or ``"f32"`` where this CPU cannot run it; None for the
+            other kinds.
     """
 
     def __init__(self, path, kind, run, image_size, channels, labels=None, precision=None):
@@ -95,7 +97,9 @@ def load_artifact(path, precision=None):
         precision: optional str, OpenVINO only: the CPU plugin's
             ``INFERENCE_PRECISION_HINT`` (``"f32"``, ``"bf16"``, ``"f16"``).
             Default: what the export's parity check used
-            (``export_info.json``), else ``"f32"``.
+            (``export_info.json``), else ``"f32"``. A CPU without the
+            instructions for a hint computes in f32 (a ``KerasVitWarning``
+            says so; ``Artifact.precision`` is the one that runs).
 
     Returns:
         ``Artifact``.
@@ -226,7 +230,7 @@ def _load_onnx(path):
 
 
 def _load_openvino(path, precision=None):
-    from keras_vit.export.openvino import compile_openvino
+    from keras_vit.export.openvino import compile_openvino, runs_as
 
     info = ExportInfo.read(path)
     if precision is None:
@@ -244,7 +248,8 @@ def _load_openvino(path, precision=None):
     else:
         image_size = [dim.get_length() for dim in model_input[1:3]]
         channels = model_input[3].get_length()
-    return Artifact(path, "openvino", run, image_size, channels, info and info.labels, precision)
+    labels = info and info.labels
+    return Artifact(path, "openvino", run, image_size, channels, labels, runs_as(precision))
 
 
 def top_k(logits, k=5, labels=None):

@@ -40,6 +40,7 @@ from keras_vit.export import layout
 from keras_vit.export.artifacts import load_artifact
 from keras_vit.export.openvino import PRECISIONS as OPENVINO_PRECISIONS
 from keras_vit.export.openvino import QUANTIZATIONS as OPENVINO_QUANTIZATIONS
+from keras_vit.export.openvino import runs_as
 from keras_vit.export.parity import check_parity, criteria_name
 from keras_vit.export.saved_model import MAX_IMAGE_PIXELS
 from keras_vit.export.tflite import QUANTIZATIONS as TFLITE_QUANTIZATIONS
@@ -215,7 +216,9 @@ def export_model(
         openvino_precision: str. OpenVINO CPU ``INFERENCE_PRECISION_HINT``
             of the parity check, recorded in ``export_info.json`` as
             ``load_artifact``'s default: ``"f32"`` (checked to 1e-4),
-            ``"bf16"`` or ``"f16"`` (checked on top-1 agreement).
+            ``"bf16"`` or ``"f16"`` (checked on top-1 agreement where this
+            CPU computes in it, to 1e-4 where the plugin runs f32 instead:
+            ``keras_vit.export.openvino.runs_as``).
         max_image_pixels: int. Largest height x width ``serve_bytes``
             decodes; larger images are refused before decoding.
         verbose: bool. Show progress and print the parity table.
@@ -298,7 +301,8 @@ def export_model(
             max_image_pixels=int(max_image_pixels),
         )
         info.write(staging)  # read by load_artifact during the parity check
-        criteria = {name: criteria_name(name, openvino_precision) for name in artifacts}
+        ran = runs_as(openvino_precision) if uses_openvino else "f32"
+        criteria = {name: criteria_name(name, ran) for name in artifacts}
         rows = check_parity(
             static, artifacts, samples, load_artifact, verbose, criteria, release_memory
         )

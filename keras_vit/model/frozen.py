@@ -16,6 +16,12 @@ otherwise redoes at every step:
   plain layout (measured: ViT-B/16's MLP GEMM at batch 16 in bf16 31 ms
   with variables, 18 ms with constants).
 
+That is where TensorFlow runs oneDNN: by default on x86 CPUs with
+AVX512-VNNI, AVX512-BF16 or AMX. On others (an AVX2 AMD EPYC) it runs
+Eigen's kernels unless ``TF_ENABLE_ONEDNN_OPTS=1`` is set before TensorFlow
+is imported; there ``mixed_bfloat16`` has no bf16 instructions either and is
+emulated (slower than float32).
+
 The numbers are the model's own (same kernels of the same precision; the
 oneDNN kernels differ in summation order only). It is a snapshot: weights
 changed after ``freeze`` (training, ``load_weights``) are not seen; freeze

@@ -249,7 +249,52 @@ def test_openvino_runs_every_layernorm_as_one_mvn_kernel(fixtures_dir, exported,
     assert "RMS" not in kernels and "Reduce" not in kernels
 
 
+def _plugin_precisions(compiled):
+    """The runtime precisions of a compiled IR's GEMM and LayerNorm kernels (the plugin's graph)."""
+    return {
+        rt["runtimePrecision"].astype(str)
+        for rt in (op.get_rt_info() for op in compiled.get_runtime_model().get_ops())
+        if rt["layerType"].astype(str) in ("MVN", "FullyConnected")
+    }
+
+
+@pytest.mark.parametrize("hint", ["f32", "bf16", "f16"])
+def test_runs_as_is_the_precision_the_plugin_compiles(exported, hint):
+    # The plugin's own compiled graph is the reference: a CPU without bf16 / f16 instructions
+    # (an AVX2 AMD EPYC) computes every kernel of a bf16-hinted IR in f32.
+    import openvino as ov
+
+    from keras_vit.export.openvino import runs_as
+
+    result, _ = exported
+    compiled = ov.Core().compile_model(
+        result.artifacts["openvino"], "CPU", {"INFERENCE_PRECISION_HINT": hint}
+    )
+    assert _plugin_precisions(compiled) == {runs_as(hint)}
+
+
+def test_a_hint_this_cpu_cannot_run_is_reported(exported, recwarn):
+    # load_artifact names the precision that runs, and warns when it is not the one asked for.
+    from keras_vit.export.artifacts import load_artifact
+    from keras_vit.export.openvino import runs_as
+
+    result, keras_logits = exported
+    artifact = load_artifact(result.artifacts["openvino"], precision="bf16")
+    ours = [w for w in recwarn.list if issubclass(w.category, KerasVitWarning)]
+    assert artifact.precision == runs_as("bf16")
+    if artifact.precision == "f32":
+        assert len(ours) == 1 and "computes in f32 on this CPU" in str(ours[0].message)
+        assert "no BF16 instructions" in str(ours[0].message)
+    else:
+        assert not ours
+    assert load_artifact(result.artifacts["openvino"], precision="f32").precision == "f32"
+
+
 def test_openvino_bf16_runs_the_residual_stream_in_bf16(fixtures_dir, exported):
+    from keras_vit.export.openvino import runs_as
+
+    if runs_as("bf16") != "bf16":
+        pytest.skip("this CPU has no bf16 instructions: OpenVINO computes a bf16 hint in f32")
     # The CPU plugin keeps in float32 the "graph tail" between an output and the nearest GEMM
     # above it. pre_logits (the final LayerNorm of the residual stream) would make every residual
     # addition such a tail, with reorders around each: the export ends pre_logits in a GEMM.
