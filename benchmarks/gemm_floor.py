@@ -195,6 +195,8 @@ def openvino_program(products, precision):
     import openvino as ov
     import openvino.opset13 as ops
 
+    from benchmarks.openvino_impls import marked_with_precision
+
     rng = np.random.default_rng(0)
     feeds = {}
 
@@ -225,7 +227,11 @@ def openvino_program(products, precision):
         {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]},
     )
     request = compiled.create_infer_request()
-    return lambda: request.infer(feeds, share_inputs=True)  # no copy of the inputs per step
+
+    def step():
+        return request.infer(feeds, share_inputs=True)  # no copy of the inputs per step
+
+    return marked_with_precision(step, compiled, precision)
 
 
 def time_gemm(batch, m, k, n, precision, repeats=5, runtime="tensorflow"):

@@ -96,13 +96,18 @@ def main(argv=None):
     parser.add_argument("--workdir", help="folder of exported models to reuse (run.py --workdir)")
     args = parser.parse_args(argv)
 
+    from benchmarks.registry import IMPLS
+
+    env = dict(IMPLS[args.impl].env)  # read by TensorFlow when it starts (+onednn rows)
+    if any(os.environ.get(name) != value for name, value in env.items()):
+        again = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, __file__, *again], {**os.environ, **env})
     import tensorflow as tf
 
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
 
     from benchmarks import openvino_impls
-    from benchmarks.registry import IMPLS
 
     openvino_impls.PERF_COUNT = True
     with tempfile.TemporaryDirectory() as scratch:

@@ -38,6 +38,8 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
 #: plugin's default on this CPU; ``benchmarks/accuracy.py`` measures the same.
 INT8_HINT = HINTS["int8"]
 CALIBRATION_CROPS_PER_PHOTO = 4  # x 13 photos
+#: The CPU plugin's inference precision -> the benchmark's precision name.
+BENCHMARK_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 #: Compile with the CPU plugin's per-layer performance counters
 #: (``benchmarks/op_profile.py`` sets it; the step then has ``.request``).
 PERF_COUNT = False
@@ -74,12 +76,27 @@ def compiled_step(path, precision, inputs):
     config = {"INFERENCE_PRECISION_HINT": HINTS[precision]}
     if PERF_COUNT:
         config["PERF_COUNT"] = True
-    request = ov.Core().compile_model(path, "CPU", config).create_infer_request()
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    request = compiled.create_infer_request()
 
     def step():
         return request.infer(inputs)
 
     step.request = request
+    return marked_with_precision(step, compiled, precision)
+
+
+def marked_with_precision(step, compiled, precision):
+    """``step``, with ``computes_in`` set where the plugin does not compute in ``precision``.
+
+    The precision hint is a request: a CPU without bf16 instructions runs a
+    bf16-hinted model in f32, and the row must say so (``worker.run_job``).
+    An int8 row's GEMMs are int8 whatever its float ops run in.
+    """
+    ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    ran = BENCHMARK_PRECISIONS.get(ran, ran)
+    if precision != "int8" and ran != precision:
+        step.computes_in = ran
     return step
 
 

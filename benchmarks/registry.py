@@ -21,6 +21,7 @@ class Impl:
         quick: included in ``--quick`` runs.
         exported: builds a file in the workdir first (``run.py`` does that
             in a separate process, so the timed process only loads it).
+        env: ``(name, value)`` pairs of the job's process environment.
     """
 
     builder: object
@@ -29,6 +30,12 @@ class Impl:
     ours: bool
     quick: bool = True
     exported: bool = False
+    env: tuple = ()
+
+
+#: TensorFlow switches its oneDNN kernels off by default on x86 CPUs without
+#: AVX512-VNNI, AVX512-BF16 or AMX (an AVX2 AMD EPYC); "+onednn" rows force them on.
+ONEDNN_ON = (("TF_ENABLE_ONEDNN_OPTS", "1"),)
 
 
 ALL_TASKS = ("infer_b1", "infer_b16", "train")
@@ -49,6 +56,9 @@ IMPLS = {
         True,
     ),
     "keras-vit-frozen": Impl(keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True),
+    "keras-vit-frozen+onednn": Impl(
+        keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True, env=ONEDNN_ON
+    ),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
@@ -102,6 +112,9 @@ IMPLS = {
     # Not implementations: each task's GEMM-only step (benchmarks/gemm_floor.py),
     # run in every sweep so that a floor meets the machine its rows met.
     "gemm-floor": Impl(gemm_floor.build_floor, ALL_TASKS, ("fp32", "bf16"), False),
+    "gemm-floor+onednn": Impl(
+        gemm_floor.build_floor, ALL_TASKS, ("fp32", "bf16"), False, env=ONEDNN_ON
+    ),
     "gemm-floor-openvino": Impl(
         functools.partial(gemm_floor.build_floor, runtime="openvino"),
         INFERENCE,
@@ -110,5 +123,10 @@ IMPLS = {
     ),
 }
 
-#: The floor rows and the runtime whose GEMMs each one times.
-FLOORS = {"gemm-floor": "tensorflow", "gemm-floor-openvino": "openvino"}
+#: The floor rows and the runtime whose GEMMs each one times (TensorFlow's
+#: floor is the faster of its two kernel libraries: Eigen and oneDNN).
+FLOORS = {
+    "gemm-floor": "tensorflow",
+    "gemm-floor+onednn": "tensorflow",
+    "gemm-floor-openvino": "openvino",
+}

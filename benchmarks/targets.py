@@ -165,7 +165,10 @@ def evaluate_targets(rows, floors=None):
         ``ratio``, ``required`` (None: reported only), ``met``,
         ``required_share_of_floor`` (None when not applicable) and, against
         OpenVINO, ``theirs_share_of_openvino_floor``: how close OpenVINO
-        runs to its own GEMM-only floor (``gemm_floor.py --runtime openvino``).
+        runs to its own GEMM-only floor (``gemm_floor.py --runtime openvino``);
+        ``computes_in``: ``{"ours": ..., "theirs": ...}`` for a side that ran
+        another precision than the target names (OpenVINO's bf16 hint on a
+        CPU without bf16), empty otherwise.
     """
     results = []
     for name, ours_side, theirs_side, required in TARGETS:
@@ -187,6 +190,11 @@ def evaluate_targets(rows, floors=None):
                 met=None if required is None else ratio >= required,
                 required_share_of_floor=_share_of_floor(floors, ours_side, b, required),
                 theirs_share_of_openvino_floor=_openvino_share(floors, theirs_side, b),
+                computes_in={
+                    side: row["computes_in"]
+                    for side, row in (("ours", ours), ("theirs", theirs))
+                    if "computes_in" in row
+                },
             )
         )
     return results
@@ -231,6 +239,8 @@ def format_targets(results):
         theirs = r.get("theirs_share_of_openvino_floor")
         if theirs is not None:
             floor += f"; OpenVINO runs at {100 * theirs:.0f} % of its own GEMM-only floor"
+        for side, precision in r.get("computes_in", {}).items():
+            floor += f"; {side} computed in {precision}"
         lines.append(
             f"  {r['target']:52} {r['ratio']:6.3f} {need:8} {verdict:6} "
             f"[{r['ours']} vs {r['theirs']}]{floor}"

@@ -88,6 +88,8 @@ def run_job(impl, task, precision, workdir, warmup, min_steps, min_time, prepare
         peak_rss_mb=round(peak_rss_mb(), 1),
         gflops=round(batch / best * task_flops(task) / 1e9, 1),
     )
+    if hasattr(step, "computes_in"):  # the runtime ran another precision than asked
+        row["computes_in"] = step.computes_in
     return row
 
 

@@ -61,10 +61,11 @@ def test_floor_step_refuses_what_it_cannot_time(task, precision, runtime, messag
 
 
 def test_run_adds_the_floors_its_rows_are_compared_with():
-    assert with_floors(["keras-vit-frozen"]) == ["keras-vit-frozen", "gemm-floor"]
+    tensorflow = ["gemm-floor", "gemm-floor+onednn"]  # Eigen's and oneDNN's kernels
+    assert with_floors(["keras-vit-frozen"]) == ["keras-vit-frozen", *tensorflow]
     assert with_floors(["openvino", "gemm-floor"]) == [
         "openvino",
-        "gemm-floor",
+        *tensorflow,
         "gemm-floor-openvino",
     ]
     rows = [
@@ -73,3 +74,15 @@ def test_run_adds_the_floors_its_rows_are_compared_with():
         {"impl": "openvino", "task": "infer_b1", "precision": "bf16"},
     ]
     assert floors_of(rows) == {"infer_b1 bf16": rows[0], "infer_b1 bf16 openvino": rows[1]}
+
+
+@pytest.mark.parametrize("eigen, onednn, faster", [(2.0, 3.0, 1), (3.0, 2.0, 0), (None, 2.0, 1)])
+def test_tensorflow_s_floor_is_the_faster_of_its_kernel_libraries(eigen, onednn, faster):
+    rows = [
+        {"impl": impl, "task": "infer_b16", "precision": "fp32", "status": "ok", "images_per_s": v}
+        if v is not None
+        else {"impl": impl, "task": "infer_b16", "precision": "fp32", "status": "error: x"}
+        for impl, v in (("gemm-floor", eigen), ("gemm-floor+onednn", onednn))
+    ]
+    assert floors_of(rows)["infer_b16 fp32"] is rows[faster]
+    assert floors_of(rows[::-1])["infer_b16 fp32"] is rows[faster]

@@ -1,0 +1,118 @@
+"""Benchmark rows say which precision really ran, and on which instruction sets.
+
+OpenVINO's precision hint is a request: a CPU without bf16 instructions runs
+a bf16-hinted model in f32. A row that still said "bf16" would compare
+keras-vit's bf16 with OpenVINO's fp32 under one name.
+"""
+
+import numpy as np
+import pytest
+
+from benchmarks import gemm_floor, targets, worker
+from benchmarks.openvino_impls import marked_with_precision
+from benchmarks.registry import IMPLS, Impl
+from benchmarks.run import ISA_FLAGS, format_table, instruction_sets
+
+
+def _kernel_precisions(compiled):
+    """The runtime precisions of the plugin's MatMul kernels: its own graph, not its property."""
+    return {
+        rt["runtimePrecision"].astype(str)
+        for rt in (op.get_rt_info() for op in compiled.get_runtime_model().get_ops())
+        if rt["layerType"].astype(str) == "FullyConnected"
+    }
+
+
+def _compiled_matmul(hint):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([2, 16], np.float32)
+    weight = ops.constant(np.random.default_rng(0).standard_normal((16, 8), dtype="float32"))
+    model = ov.Model([ops.matmul(x, weight, False, False)], [x])
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+
+
+@pytest.mark.parametrize("precision, hint", [("fp32", "f32"), ("bf16", "bf16")])
+def test_an_openvino_step_is_marked_when_the_plugin_runs_another_precision(precision, hint):
+    compiled = _compiled_matmul(hint)
+    step = marked_with_precision(lambda: None, compiled, precision)
+    (ran,) = _kernel_precisions(compiled)
+    ran = {"f32": "fp32", "bf16": "bf16"}[ran]
+    assert getattr(step, "computes_in", precision) == ran
+    assert (ran == precision) == (not hasattr(step, "computes_in"))
+
+
+def test_an_int8_step_is_never_marked():
+    step = marked_with_precision(lambda: None, _compiled_matmul("f32"), "int8")
+    assert not hasattr(step, "computes_in")
+
+
+def test_the_openvino_floor_is_marked_like_the_rows():
+    program = gemm_floor.openvino_program([(1, 4, 8, 3)], "bf16")
+    compiled = _compiled_matmul("bf16")
+    assert getattr(program, "computes_in", "bf16") == getattr(
+        marked_with_precision(lambda: None, compiled, "bf16"), "computes_in", "bf16"
+    )
+
+
+def _fake_impl(monkeypatch, computes_in):
+    def build(task, precision, workdir):
+        def step():
+            return None
+
+        if computes_in:
+            step.computes_in = computes_in
+        return step
+
+    monkeypatch.setitem(IMPLS, "fake", Impl(build, ("infer_b1",), ("bf16",), False))
+
+
+@pytest.mark.parametrize("computes_in", [None, "fp32"])
+def test_a_row_carries_the_precision_that_ran(monkeypatch, computes_in):
+    _fake_impl(monkeypatch, computes_in)
+    row = worker.run_job("fake", "infer_b1", "bf16", ".", 0, 1, 0.0)
+    assert row["status"] == "ok" and row["precision"] == "bf16"
+    assert row.get("computes_in") == computes_in
+    table = format_table([{**row, "peak_rss_mb": 1.0}])
+    assert ("computes in fp32" in table) == (computes_in == "fp32")
+
+
+def _row(impl, precision, latency, **extra):
+    return dict(
+        impl=impl,
+        task="infer_b1",
+        precision=precision,
+        status="ok",
+        latency_ms=latency,
+        images_per_s=1000.0 / latency,
+        **extra,
+    )
+
+
+def test_a_target_names_the_side_that_ran_another_precision():
+    rows = [
+        _row("keras-vit-frozen", "bf16", 400.0),
+        _row("openvino", "bf16", 250.0, computes_in="fp32"),
+        _row("keras-vit-openvino", "bf16", 260.0, computes_in="fp32"),
+    ]
+    results = {r["target"]: r for r in targets.evaluate_targets(rows)}
+    in_process = results["bf16 infer B/16 b1 latency: keras-vit in-process vs OpenVINO"]
+    assert in_process["computes_in"] == {"theirs": "fp32"}
+    assert in_process["ratio"] == pytest.approx(250.0 / 400.0, abs=1e-3)
+    export = results["bf16 infer B/16 b1 latency: keras-vit's OpenVINO export vs OpenVINO's own"]
+    assert export["computes_in"] == {"ours": "fp32", "theirs": "fp32"}
+    text = targets.format_targets([in_process])
+    assert "theirs computed in fp32" in text and "ours computed" not in text
+
+
+def test_instruction_sets_reads_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"
+    )
+    assert instruction_sets(cpuinfo) == ["avx2"]
+    cpuinfo.write_text("flags\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert instruction_sets(cpuinfo) == ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    assert instruction_sets(tmp_path / "missing") == []
+    assert set(instruction_sets()) <= set(ISA_FLAGS)
