@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-OURS = ("keras-vit", "keras-vit-onednn", "keras-vit-onednn-bf16w", "keras-vit-frozen")
+# keras-vit's in-process paths: every ``ours`` row that is not an exported file.
+OURS = (
+    "keras-vit",
+    "keras-vit-onednn",
+    "keras-vit-onednn-bf16w",
+    "keras-vit-frozen",
+    "keras-vit-frozen+onednn",
+)
 TF_PEERS = ("keras-hub", "keras-hub-xla", "vit-keras")
 # OpenVINO converting the Hugging Face ONNX file or keras-vit's SavedModel:
 # the faster of the two is the peer.

@@ -116,3 +116,9 @@ def test_instruction_sets_reads_the_cpu_flags(tmp_path):
     assert instruction_sets(cpuinfo) == ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
     assert instruction_sets(tmp_path / "missing") == []
     assert set(instruction_sets()) <= set(ISA_FLAGS)
+
+
+def test_every_in_process_keras_vit_row_counts_as_keras_vit_in_process():
+    # An in-process row missing from OURS (keras-vit-frozen+onednn was) is never a target side.
+    in_process = {name for name, impl in IMPLS.items() if impl.ours and not impl.exported}
+    assert in_process == set(targets.OURS)
