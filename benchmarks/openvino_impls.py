@@ -93,7 +93,9 @@ def marked_with_precision(step, compiled, precision):
     bf16-hinted model in f32, and the row must say so (``worker.run_job``).
     An int8 row's GEMMs are int8 whatever its float ops run in.
     """
-    ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    from keras_vit.export.openvino import compiled_precision
+
+    ran = compiled_precision(compiled)
     ran = BENCHMARK_PRECISIONS.get(ran, ran)
     if precision != "int8" and ran != precision:
         step.computes_in = ran

@@ -230,7 +230,7 @@ def _load_onnx(path):
 
 
 def _load_openvino(path, precision=None):
-    from keras_vit.export.openvino import compile_openvino, runs_as
+    from keras_vit.export.openvino import compile_openvino, compiled_precision
 
     info = ExportInfo.read(path)
     if precision is None:
@@ -248,8 +248,8 @@ def _load_openvino(path, precision=None):
     else:
         image_size = [dim.get_length() for dim in model_input[1:3]]
         channels = model_input[3].get_length()
-    labels = info and info.labels
-    return Artifact(path, "openvino", run, image_size, channels, labels, runs_as(precision))
+    precision = compiled_precision(compiled)  # the hint, or f32 where this CPU cannot run it
+    return Artifact(path, "openvino", run, image_size, channels, info and info.labels, precision)
 
 
 def top_k(logits, k=5, labels=None):
