@@ -85,6 +85,11 @@ def dense(layer, x):
     return affine(x, layer.kernel, layer.bias)
 
 
+def _head_major(x):
+    """``(B, T, heads, head_dim) <-> (B, heads, T, head_dim)`` (its own inverse)."""
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MultiHeadSelfAttention(layers.Layer):
     """Multi-head self-attention: ``(B, T, D) -> (B, T, D)``.
@@ -142,17 +147,21 @@ class MultiHeadSelfAttention(layers.Layer):
         self.out_bias = self.add_weight(name="out_bias", shape=(hidden,), initializer="zeros")
         self.head_dim = head_dim
 
-    def _project(self, x, names=_QKV):
-        """Projections ``names`` of ``x``: ``(B, T, D) -> [(B, T, heads, head_dim)] * len(names)``.
+    def _project(self, x, names=_QKV, head_major=False):
+        """Projections ``names`` of ``x`` ``(B, T, D)``, one tensor per name.
 
-        The query is pre-scaled by ``1 / sqrt(head_dim)`` (exact for
-        power-of-two head sizes). By default the official kernels of
-        ``names`` are concatenated into one ``(D, k D)`` matrix, so the
+        Each is ``(B, T, heads, head_dim)``, or ``(B, heads, T, head_dim)``
+        with ``head_major``. The query is pre-scaled by ``1 / sqrt(head_dim)``
+        (exact for power-of-two head sizes). By default the official kernels
+        of ``names`` are concatenated into one ``(D, k D)`` matrix, so the
         projection is one 2-D GEMM whose bias add oneDNN fuses (three GEMMs
-        were 1.3-1.5x slower on TensorFlow). Inside ``spelled_for("openvino")``
-        each is its own 3-D GEMM (OpenVINO folds the kernels when it
-        compiles; split from one GEMM, the query and key kept NNCF's int8
-        FakeQuantize ops out of the attention kernel).
+        were 1.3-1.5x slower on TensorFlow), and head-major parts come from
+        one transpose of its output, ``(B, T, k, heads, head_dim) -> (k, B,
+        heads, T, head_dim)``, unstacked along its first axis (slices of one
+        buffer; three transposes of unstacked copies before). Inside
+        ``spelled_for("openvino")`` each is its own 3-D GEMM (OpenVINO folds
+        the kernels when it compiles; split from one GEMM, the query and key
+        kept NNCF's int8 FakeQuantize ops out of the attention kernel).
         """
         hidden = self.num_heads * self.head_dim
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -167,10 +176,13 @@ class MultiHeadSelfAttention(layers.Layer):
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         heads = (batch, tokens, self.num_heads, self.head_dim)
         if spelling() == "openvino":
-            return [ops.reshape(affine(x, k, b), heads) for k, b in zip(kernels, biases)]
+            parts = [ops.reshape(affine(x, k, b), heads) for k, b in zip(kernels, biases)]
+            return [_head_major(part) for part in parts] if head_major else parts
         kernel, bias = ops.concatenate(kernels, axis=-1), ops.concatenate(biases, axis=0)
         projected = on_tokens(lambda tokens: affine(tokens, kernel, bias), x)
         projected = ops.reshape(projected, (batch, tokens, len(names), *heads[2:]))
+        if head_major:
+            return ops.unstack(ops.transpose(projected, (2, 0, 3, 1, 4)), num=len(names), axis=0)
         return ops.unstack(projected, num=len(names), axis=2)
 
     def call(self, x, training=None, return_attention_scores=False, context=None):
@@ -190,18 +202,20 @@ class MultiHeadSelfAttention(layers.Layer):
         """
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         hidden = self.num_heads * self.head_dim
-        if context is None:
-            q, k, v = self._project(x)
-        else:
-            (q,) = self._project(x, ("query",))
-            k, v = (ops.cast(part, x.dtype) for part in self._project(context, ("key", "value")))
         explicit = (
             return_attention_scores
             or (training and self.dropout_rate > 0)
             or keras.backend.backend() == "tensorflow"
         )
+        if context is None:
+            q, k, v = self._project(x, head_major=explicit)
+        else:
+            (q,) = self._project(x, ("query",), head_major=explicit)
+            k, v = (
+                ops.cast(part, x.dtype)
+                for part in self._project(context, ("key", "value"), head_major=explicit)
+            )
         if explicit:  # head-major: (B, heads, tokens, head_dim)
-            q, k, v = (ops.transpose(part, (0, 2, 1, 3)) for part in (q, k, v))
             logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
             if return_attention_scores:
                 scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
@@ -209,7 +223,7 @@ class MultiHeadSelfAttention(layers.Layer):
             else:
                 probs = fused_softmax(logits, training=training)
             probs = self.attention_dropout(probs, training=training)
-            attended = ops.transpose(ops.einsum("bhqs,bhsk->bhqk", probs, v), (0, 2, 1, 3))
+            attended = _head_major(ops.einsum("bhqs,bhsk->bhqk", probs, v))
         else:  # the query is pre-scaled in _project
             attended = ops.dot_product_attention(q, k, v, scale=1.0)
         attended = ops.reshape(attended, (batch, tokens, hidden))

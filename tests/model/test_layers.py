@@ -60,6 +60,28 @@ def test_attention_fast_path_equals_explicit_path():
     assert scores.shape == (2, 4, 9, 9)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="reads a TensorFlow graph")
+def test_attention_is_head_major_by_one_transpose_of_the_fused_projection():
+    # (B, T, 3, heads, head_dim) -> (3, B, heads, T, head_dim) once, unstacked
+    # along its first axis (slices of one buffer), the key's for the logits
+    # (Grappler folds it into the batched matmul's adjoint) and the attended
+    # values back: three transposes, where unstacking first took five.
+    import tensorflow as tf
+
+    layer = vit_blocks.MultiHeadSelfAttention(4)
+    layer.build((None, 9, 16))
+    graph = (
+        tf.function(lambda x: layer(x))
+        .get_concrete_function(tf.TensorSpec((None, 9, 16), tf.float32))
+        .graph
+    )
+    ops = graph.get_operations()
+    assert [op.type for op in ops].count("Transpose") == 3
+    (unpack,) = [op for op in ops if op.type == "Unpack"]
+    assert unpack.get_attr("axis") == 0 and unpack.get_attr("num") == 3
+    assert unpack.inputs[0].op.type == "Transpose" and unpack.inputs[0].shape.rank == 5
+
+
 def test_attention_matches_a_numpy_reference():
     layer = vit_blocks.MultiHeadSelfAttention(2)
     x = rng.normal(size=(1, 3, 4)).astype("float32")
