@@ -14,7 +14,10 @@ otherwise redoes at every step:
   product on this machine) and reorder each weight once. With variable
   weights the same fused GEMM runs a generic ``gemm:jit`` kernel on the
   plain layout (measured: ViT-B/16's MLP GEMM at batch 16 in bf16 31 ms
-  with variables, 18 ms with constants).
+  with variables, 18 ms with constants);
+- with oneDNN on, the function is traced in the ``"onednn"`` spelling
+  (``keras_vit.model.ops``): each LayerNorm becomes one ``_MklLayerNorm``
+  kernel instead of five element-wise ones.
 
 That is where TensorFlow runs oneDNN: by default on x86 CPUs with
 AVX512-VNNI, AVX512-BF16 or AMX. On others (an AVX2 AMD EPYC) it runs
@@ -41,6 +44,7 @@ import math
 import keras
 import numpy as np
 
+from keras_vit.model.ops import spelled_for
 from keras_vit.model.vit import ViT
 from keras_vit.validation import integer
 
@@ -152,8 +156,18 @@ def freeze(model, dtype=None):
         return outputs
 
     function = tf.function(call, input_signature=[spec], autograph=False)
-    function.get_concrete_function()  # the snapshot: traced now, not at the first call
+    with spelled_for("onednn" if onednn_enabled() else "default"):
+        function.get_concrete_function()  # the snapshot: traced now, not at the first call
     return FrozenModel(function, spec, model.dtype_policy.name)
+
+
+def onednn_enabled():
+    """Whether this TensorFlow runs its oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS``, the CPU)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow build without the switch
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def _input_spec(model):

@@ -22,8 +22,10 @@ Spelling for a graph compiler: inside ``spelled_for("openvino")`` the layers
 trace the forms OpenVINO fuses (``spelling()`` says which applies): each
 LayerNorm as one MVN kernel (see ``layer_norm``), and every GEMM on 3-D
 tokens with separate query, key and value products (see
-``keras_vit.model.blocks``). Every other graph keeps the default, the
-fastest on TensorFlow with oneDNN.
+``keras_vit.model.blocks``). Inside ``spelled_for("onednn")`` (what
+``keras_vit.freeze`` traces where TensorFlow runs oneDNN) each LayerNorm is
+the form Grappler fuses into one ``_MklLayerNorm`` kernel. Every other graph
+(exports included) keeps the default.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def softmax_float32(logits):
 
 
 #: The graph compilers the layers have a spelling for (``spelled_for``).
-SPELLINGS = ("default", "openvino")
+SPELLINGS = ("default", "openvino", "onednn")
 _SPELLING = contextvars.ContextVar("spelling", default="default")
 
 
@@ -127,6 +129,12 @@ def layer_norm(x, gamma, beta, epsilon):
     tensor and makes more passes over it. TFLite's int8 kernels need the
     ``rsqrt``: its int8 ``DIV`` refuses a denominator at the zero point.
 
+    Inside ``spelled_for("onednn")`` the normalisation is a
+    ``FusedBatchNormV3`` over rows (``_normalized_by_fused_batch_norm``),
+    which TensorFlow's oneDNN remapper fuses with the ``* gamma + beta``
+    into one kernel (where Grappler has not folded an identity gamma and
+    beta away first, as in a freshly initialised model).
+
     Inside ``spelled_for("openvino")`` it is spelled
     ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
     a 1-D axes list: the pattern OpenVINO's ``MVNFusion`` turns into one
@@ -142,15 +150,44 @@ def layer_norm(x, gamma, beta, epsilon):
     dtype = x.dtype
     compute_dtype = keras.backend.result_type(dtype, "float32")
     x = ops.cast(x, compute_dtype)
-    last = (-1,)  # a 1-D axes list (see above)
-    mean = ops.mean(x, axis=last, keepdims=True)
-    centred = x - mean
-    variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
-    if spelling() == "openvino":
-        y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
+    if spelling() == "onednn":
+        y = _normalized_by_fused_batch_norm(x, epsilon)
     else:
-        y = centred * ops.rsqrt(variance + epsilon)
+        last = (-1,)  # a 1-D axes list (see above)
+        mean = ops.mean(x, axis=last, keepdims=True)
+        centred = x - mean
+        variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
+        if spelling() == "openvino":
+            y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
+        else:
+            y = centred * ops.rsqrt(variance + epsilon)
     return ops.cast(y * ops.cast(gamma, compute_dtype) + ops.cast(beta, compute_dtype), dtype)
+
+
+def _normalized_by_fused_batch_norm(x, epsilon):
+    """``(x - mean) / sqrt(var + epsilon)`` over the last axis, as TensorFlow's oneDNN fuses it.
+
+    Each row of ``x`` ``(..., D)`` is a channel of a ``(1, rows, D, 1)``
+    NCHW batch normalised with batch statistics (``FusedBatchNormV3``,
+    training mode, unit scale, zero offset): the Keras 2 spelling that
+    Grappler's remapper rewrites, with the ``* gamma + beta`` after it, into
+    one ``_MklLayerNorm`` kernel (no spelling with Mean / Rsqrt ops is
+    matched on TensorFlow 2.21). TensorFlow backend only.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    rows = tf.reduce_prod(shape[:-1], keepdims=True)
+    channels = tf.fill(rows, tf.constant(1.0, x.dtype))
+    normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        tf.reshape(x, tf.concat([[1], rows, shape[-1:], [1]], axis=0)),
+        scale=channels,
+        offset=tf.fill(rows, tf.constant(0.0, x.dtype)),
+        epsilon=epsilon,
+        data_format="NCHW",
+        is_training=True,
+    )
+    return tf.reshape(normalized, shape)
 
 
 # Element-wise regions that run as one XLA cluster each in training; ``gelu``

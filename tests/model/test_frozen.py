@@ -146,3 +146,36 @@ def test_weights_over_the_graph_limit_are_refused(monkeypatch):
         freeze(model)
     monkeypatch.setattr(frozen_module, "MAX_CONSTANT_BYTES", size)
     assert freeze(model).function.experimental_get_tracing_count() == 1
+
+
+def optimized_ops(frozen):
+    """Op types of the frozen function's graph after Grappler (what the runtime executes)."""
+    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    concrete = frozen.function.get_concrete_function()
+    graph = concrete.graph
+    meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph.as_graph_def(), graph=graph)
+    fetches = meta_graph_pb2.CollectionDef()
+    fetches.node_list.value.extend(output.name for output in concrete.outputs)
+    meta_graph.collection_def["train_op"].CopyFrom(fetches)
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta_graph)
+    return [node.op for node in optimized.node]
+
+
+@pytest.mark.skipif(not frozen_module.onednn_enabled(), reason="TensorFlow runs without oneDNN")
+def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypatch):
+    # A checkpoint's LayerNorms (gamma != 1, beta != 0; two per block and the
+    # encoder's last) each run as one _MklLayerNorm, where the default
+    # spelling leaves its Mean / Sub / Square / Rsqrt ops.
+    from keras_vit.model.layers import LayerNorm
+
+    model = fixture_model(fixtures_dir)
+    norms = sum(isinstance(layer, LayerNorm) for layer in model._flatten_layers())
+    assert norms >= 3
+    ops = optimized_ops(freeze(model))
+    assert ops.count("_MklLayerNorm") == norms
+    assert "Rsqrt" not in ops and "FusedBatchNormV3" not in ops
+    monkeypatch.setattr(frozen_module, "onednn_enabled", lambda: False)
+    default = optimized_ops(freeze(model))
+    assert "_MklLayerNorm" not in default and default.count("Rsqrt") == norms

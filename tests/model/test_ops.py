@@ -97,3 +97,23 @@ def test_empty_batch_gives_empty_outputs():
     # (a strided convolution returned its input unchanged for one).
     model = _small_vit()
     assert tuple(model(np.zeros((0, 16, 16, 3), "float32")).shape) == (0, 5)
+
+
+@pytest.mark.parametrize("shape", [(5, 24), (2, 7, 24), (2, 3, 4, 24)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_onednn_layer_norm_spelling_computes_the_default_spelling(shape, dtype):
+    # FusedBatchNormV3 over rows (the form oneDNN's remapper fuses) against
+    # the centred Mean / Rsqrt spelling: same values, same dtype out.
+    from keras_vit.model.ops import layer_norm, spelled_for
+
+    local = np.random.default_rng(2)
+    x = tf.constant(local.normal(1.0, 2.0, shape).astype("float32"), dtype=dtype)
+    gamma, beta = (local.normal(size=24).astype("float32") for _ in range(2))
+    default = layer_norm(x, gamma, beta, 1e-6)
+    with spelled_for("onednn"):
+        fused = tf.function(lambda x: layer_norm(x, gamma, beta, 1e-6))(x)
+    assert fused.dtype == default.dtype == x.dtype and fused.shape == shape
+    tol = 1e-5 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(
+        np.asarray(tf.cast(fused, "float32")), np.asarray(tf.cast(default, "float32")), atol=tol
+    )
