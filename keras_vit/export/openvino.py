@@ -18,8 +18,9 @@ bf16 rounding). ``export_model`` records the hint its parity check used in
 ``export_info.json``, and ``load_artifact`` uses it unless told otherwise.
 
 The hint is a request: on a CPU without bf16 (AVX512-BF16 or AMX) or f16
-(AMX-FP16) instructions the plugin silently computes in f32 (seen on an AVX2
-AMD EPYC with OpenVINO 2026.4). ``runs_as`` says which precision a hint gets
+(AMX-FP16) instructions the plugin silently computes in another precision
+(OpenVINO 2026.4: f32 for any hint on an AVX2 AMD EPYC, bf16 for an f16 hint
+on an AVX512-BF16 one). ``runs_as`` says which precision a hint gets
 on this CPU; ``compile_openvino`` warns when it is not the one asked for, and
 the parity check applies the tolerance of the precision that ran.
 """
@@ -47,6 +48,8 @@ OUTPUT_NAMES = ("logits", "probabilities", "pre_logits")
 DEVICE = "CPU"
 #: A reduced precision hint -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry it needs.
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
+#: What the CPU plugin computes a hint in where this CPU lacks its instructions.
+_FALLBACK = {"f16": "bf16", "bf16": "f32"}
 
 
 def convert_openvino(model, path, quantization="float32", representative_images=None):
@@ -174,7 +177,8 @@ def runs_as(precision):
 
     ``precision`` itself where this CPU has the instructions for it (the
     plugin's ``OPTIMIZATION_CAPABILITIES`` list ``BF16`` / ``FP16``), else
-    ``"f32"``, which is what the plugin then runs.
+    the next that it has: ``f16`` falls back to ``bf16`` (seen on an AMD
+    EPYC with AVX512-BF16 and no FP16), ``bf16`` to ``f32`` (an AVX2 CPU).
 
     Args:
         precision: str, one of ``PRECISIONS``.
@@ -187,7 +191,9 @@ def runs_as(precision):
     if precision == "f32":
         return precision
     capabilities = ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
-    return precision if _CAPABILITY[precision] in capabilities else "f32"
+    while precision != "f32" and _CAPABILITY[precision] not in capabilities:
+        precision = _FALLBACK[precision]
+    return precision
 
 
 def compiled_precision(compiled):
@@ -203,7 +209,7 @@ def compile_openvino(path_or_model, precision="f32"):
     """Compiles an IR (file or ``openvino.Model``) for the CPU with a precision hint.
 
     Warns (``KerasVitWarning``) when this CPU cannot compute in
-    ``precision`` and the plugin runs f32 instead (see ``runs_as``).
+    ``precision`` and the plugin runs another instead (see ``runs_as``).
 
     Args:
         path_or_model: str path of an ``.xml`` file, or an ``openvino.Model``.
