@@ -107,6 +107,10 @@ def spelled_for(target):
     """Layers traced inside are spelled for ``target``, one of ``SPELLINGS``."""
     if target not in SPELLINGS:
         raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
+    if target == "onednn" and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"The 'onednn' spelling is TensorFlow's; Keras runs {keras.backend.backend()!r}."
+        )
     token = _SPELLING.set(target)
     try:
         yield
@@ -178,10 +182,9 @@ def _normalized_by_fused_batch_norm(x, epsilon):
 
     shape = tf.shape(x)
     rows = tf.reduce_prod(shape[:-1], keepdims=True)
-    channels = tf.fill(rows, tf.constant(1.0, x.dtype))
     normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
         tf.reshape(x, tf.concat([[1], rows, shape[-1:], [1]], axis=0)),
-        scale=channels,
+        scale=tf.fill(rows, tf.constant(1.0, x.dtype)),
         offset=tf.fill(rows, tf.constant(0.0, x.dtype)),
         epsilon=epsilon,
         data_format="NCHW",

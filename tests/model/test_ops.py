@@ -117,3 +117,13 @@ def test_onednn_layer_norm_spelling_computes_the_default_spelling(shape, dtype):
     np.testing.assert_allclose(
         np.asarray(tf.cast(fused, "float32")), np.asarray(tf.cast(default, "float32")), atol=tol
     )
+
+
+def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
+    from keras_vit.model.ops import spelled_for
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="'onednn' spelling is TensorFlow's; Keras runs 'jax'"):
+        spelled_for("onednn").__enter__()
+    with pytest.raises(ValueError, match="target must be one of"):
+        spelled_for("xla").__enter__()
