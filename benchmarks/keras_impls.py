@@ -4,13 +4,16 @@ Each builder takes ``(task, precision, workdir)`` and returns a zero-argument
 ``step`` that runs one batch to completion (``predict_on_batch`` or
 ``train_on_batch`` return NumPy, so the work is done when they return).
 All three are driven the same way: Adam, sparse cross-entropy on logits,
-random images in [-1, 1] and random labels.
+random images in [-1, 1] and random labels. Every model's weights are random
+and checkpoint-like (``benchmarks.checkpoint_like``: no bias left at 0, no
+norm at scale 1).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from benchmarks import checkpoint_like
 from benchmarks.specs import TASKS, model_spec
 
 # Precision names of the benchmark -> Keras dtype policy.
@@ -18,11 +21,15 @@ KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
 def task_model(task, dtype=None):
-    """The task's keras-vit model at its image size, under ``dtype`` (the global policy if None)."""
+    """The task's keras-vit model at its image size, under ``dtype`` (the global policy if None).
+
+    Its weights are random and checkpoint-like (``benchmarks.checkpoint_like``).
+    """
     from keras_vit.model.factories import build_variant
 
     variant = TASKS[task][0]
-    return build_variant(variant, image_size=model_spec(variant)["image_size"], dtype=dtype)
+    model = build_variant(variant, image_size=model_spec(variant)["image_size"], dtype=dtype)
+    return checkpoint_like.keras_model(model)
 
 
 def inference_only(task, name):
@@ -115,7 +122,7 @@ def build_keras_hub(task, precision, workdir, jit_compile="auto"):
     model = keras_hub.models.ViTImageClassifier(
         backbone=backbone, num_classes=spec["num_classes"], preprocessor=None
     )
-    return keras_step(model, task, jit_compile)
+    return keras_step(checkpoint_like.keras_model(model), task, jit_compile)
 
 
 def build_vit_keras(task, precision, workdir, jit_compile="auto"):
@@ -135,4 +142,4 @@ def build_vit_keras(task, precision, workdir, jit_compile="auto"):
         classes=spec["num_classes"],
         dropout=0.0,
     )
-    return keras_step(model, task, jit_compile)
+    return keras_step(checkpoint_like.keras_model(model), task, jit_compile)

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from benchmarks import checkpoint_like
 from benchmarks.keras_impls import inference_only, random_batch, task_model
 from benchmarks.specs import TASKS, model_spec
 
@@ -120,7 +121,7 @@ def build_keras_vit_onnx(task, precision, workdir):
 
 
 def _hf_model(task):
-    """Hugging Face ``ViTForImageClassification`` of the task's size, random weights."""
+    """Hugging Face ``ViTForImageClassification`` of the task's size (checkpoint-like weights)."""
     import torch
     import transformers
 
@@ -137,7 +138,7 @@ def _hf_model(task):
         num_labels=spec["num_classes"],
         layer_norm_eps=1e-6,
     )
-    return transformers.ViTForImageClassification(config)
+    return checkpoint_like.torch_module(transformers.ViTForImageClassification(config))
 
 
 def _nchw(task):
@@ -213,10 +214,11 @@ def build_hf_torch(task, precision, workdir):
 
 
 def build_timm(task, precision, workdir):
-    """timm's ``vit_*_patch16_224`` in eager PyTorch (random weights)."""
+    """timm's ``vit_*_patch16_224`` in eager PyTorch (checkpoint-like random weights)."""
     import timm
     import torch
 
     torch.set_num_threads(THREADS)
     name = {"B/16": "vit_base_patch16_224", "S/16": "vit_small_patch16_224"}[TASKS[task][0]]
-    return torch_step(timm.create_model(name, pretrained=False), task, lambda model, x: model(x))
+    model = checkpoint_like.torch_module(timm.create_model(name, pretrained=False))
+    return torch_step(model, task, lambda model, x: model(x))
