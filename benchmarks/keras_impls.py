@@ -88,17 +88,19 @@ def build_keras_vit(task, precision, workdir, jit_compile=True, policy=None):
     return keras_step(task_model(task), task, jit_compile)
 
 
-def build_keras_vit_frozen(task, precision, workdir):
+def build_keras_vit_frozen(task, precision, workdir, policy=None):
     """keras-vit through ``keras_vit.freeze``: the weights as graph constants (inference).
 
-    The same model as ``build_keras_vit`` under the precision's policy; the
-    step calls the frozen TensorFlow function (no XLA), so oneDNN runs its
-    pre-packed GEMM kernels and the weight casts are folded away.
+    The same model as ``build_keras_vit`` under the precision's policy (or
+    ``policy``: ``"bfloat16"`` keeps the residual stream in bf16, as
+    OpenVINO's bf16 does); the step calls the frozen TensorFlow function (no
+    XLA), so oneDNN runs its pre-packed GEMM kernels and the weight casts
+    are folded away.
     """
     import keras_vit
 
     inference_only(task, "keras-vit-frozen")
-    _set_policy(precision)
+    _set_policy(precision, policy)
     frozen = keras_vit.freeze(task_model(task))
     images, _ = random_batch(task)
     return lambda: frozen(images).numpy()

@@ -56,6 +56,12 @@ IMPLS = {
         True,
     ),
     "keras-vit-frozen": Impl(keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True),
+    "keras-vit-frozen-bf16w": Impl(
+        functools.partial(keras_impls.build_keras_vit_frozen, policy="bfloat16"),
+        INFERENCE,
+        ("bf16",),
+        True,
+    ),
     "keras-vit-frozen+onednn": Impl(
         keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True, env=ONEDNN_ON
     ),

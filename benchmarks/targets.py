@@ -8,6 +8,7 @@ OURS = (
     "keras-vit-onednn",
     "keras-vit-onednn-bf16w",
     "keras-vit-frozen",
+    "keras-vit-frozen-bf16w",
     "keras-vit-frozen+onednn",
 )
 TF_PEERS = ("keras-hub", "keras-hub-xla", "vit-keras")

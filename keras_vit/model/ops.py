@@ -93,7 +93,16 @@ def gelu(x, approximate=False):
 
 
 def softmax_float32(logits):
-    """Softmax over the last axis in float32, returned in the logits' dtype."""
+    """Softmax over the last axis in float32, returned in the logits' dtype.
+
+    Inside ``spelled_for("onednn")`` the logits go to the softmax in their
+    own dtype: oneDNN's softmax kernel computes a bfloat16 input in float32
+    and rounds once on output, so the two casts around it (two passes over
+    the ``(B, heads, T, T)`` weights each, 6 % of a frozen bf16 ViT-B/16
+    step) give the same numbers.
+    """
+    if spelling() == "onednn":
+        return ops.softmax(logits, axis=-1)
     return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
 
 
@@ -137,7 +146,13 @@ def layer_norm(x, gamma, beta, epsilon):
     ``FusedBatchNormV3`` over rows (``_normalized_by_fused_batch_norm``),
     which TensorFlow's oneDNN remapper fuses with the ``* gamma + beta``
     into one kernel (where Grappler has not folded an identity gamma and
-    beta away first, as in a freshly initialised model).
+    beta away first, as in a freshly initialised model). That kernel takes
+    its statistics and applies the scale and offset in float32 for a
+    bfloat16 input too and rounds once, so there the input is not cast:
+    a bfloat16 LayerNorm is one pass in bfloat16 instead of a cast, a
+    float32 kernel and a cast back (the ``bfloat16`` policy's ``freeze``).
+    Unfused (eager), a bfloat16 input is rounded after the normalisation
+    and after the scale and offset (bfloat16 ops).
 
     Inside ``spelled_for("openvino")`` it is spelled
     ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
@@ -152,19 +167,19 @@ def layer_norm(x, gamma, beta, epsilon):
         epsilon: float. Added to the variance.
     """
     dtype = x.dtype
-    compute_dtype = keras.backend.result_type(dtype, "float32")
-    x = ops.cast(x, compute_dtype)
     if spelling() == "onednn":
         y = _normalized_by_fused_batch_norm(x, epsilon)
+        return y * ops.cast(gamma, dtype) + ops.cast(beta, dtype)
+    compute_dtype = keras.backend.result_type(dtype, "float32")
+    x = ops.cast(x, compute_dtype)
+    last = (-1,)  # a 1-D axes list (see above)
+    mean = ops.mean(x, axis=last, keepdims=True)
+    centred = x - mean
+    variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
+    if spelling() == "openvino":
+        y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
     else:
-        last = (-1,)  # a 1-D axes list (see above)
-        mean = ops.mean(x, axis=last, keepdims=True)
-        centred = x - mean
-        variance = ops.mean(ops.square(centred), axis=last, keepdims=True)
-        if spelling() == "openvino":
-            y = centred * ops.reciprocal(ops.sqrt(variance + epsilon))
-        else:
-            y = centred * ops.rsqrt(variance + epsilon)
+        y = centred * ops.rsqrt(variance + epsilon)
     return ops.cast(y * ops.cast(gamma, compute_dtype) + ops.cast(beta, compute_dtype), dtype)
 
 
@@ -176,7 +191,9 @@ def _normalized_by_fused_batch_norm(x, epsilon):
     training mode, unit scale, zero offset): the Keras 2 spelling that
     Grappler's remapper rewrites, with the ``* gamma + beta`` after it, into
     one ``_MklLayerNorm`` kernel (no spelling with Mean / Rsqrt ops is
-    matched on TensorFlow 2.21). TensorFlow backend only.
+    matched on TensorFlow 2.21). The unit scale and zero offset are float32,
+    as ``FusedBatchNormV3`` takes them for a bfloat16 ``x`` too. TensorFlow
+    backend only.
     """
     import tensorflow as tf
 
@@ -184,8 +201,8 @@ def _normalized_by_fused_batch_norm(x, epsilon):
     rows = tf.reduce_prod(shape[:-1], keepdims=True)
     normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
         tf.reshape(x, tf.concat([[1], rows, shape[-1:], [1]], axis=0)),
-        scale=tf.fill(rows, tf.constant(1.0, x.dtype)),
-        offset=tf.fill(rows, tf.constant(0.0, x.dtype)),
+        scale=tf.fill(rows, tf.constant(1.0, tf.float32)),
+        offset=tf.fill(rows, tf.constant(0.0, tf.float32)),
         epsilon=epsilon,
         data_format="NCHW",
         is_training=True,

@@ -164,18 +164,38 @@ def optimized_ops(frozen):
 
 
 @pytest.mark.skipif(not frozen_module.onednn_enabled(), reason="TensorFlow runs without oneDNN")
-def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypatch):
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypatch, dtype):
     # A checkpoint's LayerNorms (gamma != 1, beta != 0; two per block and the
     # encoder's last) each run as one _MklLayerNorm, where the default
-    # spelling leaves its Mean / Sub / Square / Rsqrt ops.
+    # spelling leaves its Mean / Sub / Square / Rsqrt ops. In bfloat16 the
+    # kernel takes the bfloat16 stream as it is: no cast but the input's
+    # and the logits'.
     from keras_vit.model.layers import LayerNorm
 
     model = fixture_model(fixtures_dir)
     norms = sum(isinstance(layer, LayerNorm) for layer in model._flatten_layers())
     assert norms >= 3
-    ops = optimized_ops(freeze(model))
+    ops = optimized_ops(freeze(model, dtype=dtype))
     assert ops.count("_MklLayerNorm") == norms
     assert "Rsqrt" not in ops and "FusedBatchNormV3" not in ops
+    if dtype == "bfloat16":
+        assert ops.count("Cast") == 2
     monkeypatch.setattr(frozen_module, "onednn_enabled", lambda: False)
-    default = optimized_ops(freeze(model))
+    default = optimized_ops(freeze(model, dtype=dtype))
     assert "_MklLayerNorm" not in default and default.count("Rsqrt") == norms
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "bfloat16"])
+def test_frozen_bfloat16_follows_the_reference_and_the_model_in_its_policy(fixtures_dir, dtype):
+    # The frozen graph (oneDNN's spelling where TensorFlow runs it) against
+    # timm's float32 logits and the same model unfrozen in the same policy.
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)
+    logits = np.asarray(freeze(model, dtype=dtype).predict(ref["inputs"]), dtype="float32")
+    unfrozen = frozen_module._with_policy(model, dtype)
+    own = np.asarray(unfrozen.predict(ref["inputs"], verbose=0), dtype="float32")
+    scale = np.abs(ref["logits"]).max()
+    assert max_diff(logits, ref["logits"]) <= 0.05 * scale
+    assert max_diff(logits, own) <= 0.01 * scale
+    np.testing.assert_array_equal(logits.argmax(-1), ref["logits"].argmax(-1))

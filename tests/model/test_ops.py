@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
+from keras_vit.model import frozen
 from keras_vit.model import layers as vit_layers
 
 rng = np.random.default_rng(0)
@@ -99,11 +100,20 @@ def test_empty_batch_gives_empty_outputs():
     assert tuple(model(np.zeros((0, 16, 16, 3), "float32")).shape) == (0, 5)
 
 
+#: Unit roundoff of bfloat16 (8 significant bits).
+BF16_ROUNDOFF = 2.0**-8
+
+
 @pytest.mark.parametrize("shape", [(5, 24), (2, 7, 24), (2, 3, 4, 24)])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_onednn_layer_norm_spelling_computes_the_default_spelling(shape, dtype):
     # FusedBatchNormV3 over rows (the form oneDNN's remapper fuses) against
-    # the centred Mean / Rsqrt spelling: same values, same dtype out.
+    # the centred Mean / Rsqrt spelling, both against a float64 LayerNorm of
+    # the same input: same values, same dtype out. A bfloat16 input is not
+    # cast to float32 in the oneDNN spelling; unfused (as here, where
+    # Grappler may not fuse) it may round after the normalisation, the scale
+    # (gamma, beta rounded too) and the offset, so its bound is those
+    # roundings; the default spelling rounds once.
     from keras_vit.model.ops import layer_norm, spelled_for
 
     local = np.random.default_rng(2)
@@ -113,9 +123,39 @@ def test_onednn_layer_norm_spelling_computes_the_default_spelling(shape, dtype):
     with spelled_for("onednn"):
         fused = tf.function(lambda x: layer_norm(x, gamma, beta, 1e-6))(x)
     assert fused.dtype == default.dtype == x.dtype and fused.shape == shape
-    tol = 1e-5 if dtype == "float32" else 1e-2
-    np.testing.assert_allclose(
-        np.asarray(tf.cast(fused, "float32")), np.asarray(tf.cast(default, "float32")), atol=tol
+    values = np.asarray(tf.cast(x, "float64"))
+    normalized = (values - values.mean(-1, keepdims=True)) / np.sqrt(
+        values.var(-1, keepdims=True) + 1e-6
+    )
+    exact = normalized * gamma + beta
+    if dtype == "float32":
+        once = fused_bound = 1e-5
+    else:
+        once = BF16_ROUNDOFF * np.abs(exact) + 1e-6
+        fused_bound = BF16_ROUNDOFF * (3 * np.abs(normalized * gamma) + np.abs(beta)) + once
+    for result, bound in ((default, once), (fused, fused_bound)):
+        error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
+        assert np.all(error <= bound), float(np.max(error - bound))
+
+
+@pytest.mark.skipif(not frozen.onednn_enabled(), reason="TensorFlow runs without oneDNN")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype):
+    # oneDNN's softmax kernel computes a bfloat16 input in float32 and rounds
+    # once: the spelling without the casts gives the same bits.
+    from keras_vit.model.ops import softmax_float32, spelled_for
+
+    logits = tf.constant(
+        np.random.default_rng(3).normal(0.0, 8.0, (2, 3, 17, 17)).astype("float32"), dtype
+    )
+    default = tf.function(softmax_float32)
+    with spelled_for("onednn"):
+        graph = tf.function(softmax_float32).get_concrete_function(logits).graph
+        onednn = tf.function(softmax_float32)(logits)
+    assert [op.type for op in graph.get_operations()].count("Cast") == 0
+    assert onednn.dtype == logits.dtype
+    np.testing.assert_array_equal(
+        np.asarray(tf.cast(onednn, "float32")), np.asarray(tf.cast(default(logits), "float32"))
     )
 
 
