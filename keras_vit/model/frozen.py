@@ -17,7 +17,10 @@ otherwise redoes at every step:
   with variables, 18 ms with constants);
 - with oneDNN on, the function is traced in the ``"onednn"`` spelling
   (``keras_vit.model.ops``): each LayerNorm becomes one ``_MklLayerNorm``
-  kernel instead of five element-wise ones.
+  kernel instead of five element-wise ones, and the attention softmax
+  takes bf16 logits without casts (oneDNN computes it in float32). Under
+  the ``bfloat16`` policy (``dtype="bfloat16"``: the residual stream in
+  bf16 too) the graph then has no casts but the input's and the logits'.
 
 That is where TensorFlow runs oneDNN: by default on x86 CPUs with
 AVX512-VNNI, AVX512-BF16 or AMX. On others (an AVX2 AMD EPYC) it runs
@@ -111,8 +114,9 @@ def freeze(model, dtype=None):
             ``ViT`` (``ViT.images_spec`` gives the input shape) or a
             functional model.
         dtype: optional Keras dtype policy name to compute in, e.g.
-            ``"mixed_bfloat16"`` for a float32 model (a copy of the model with
-            that policy is frozen); the model's own policy by default.
+            ``"mixed_bfloat16"`` for a float32 model, or ``"bfloat16"`` (the
+            fastest bf16 graph with oneDNN) (a copy of the model with that
+            policy is frozen); the model's own policy by default.
 
     Returns:
         ``FrozenModel``, traced here (the weights as they are now); its first

@@ -24,8 +24,9 @@ LayerNorm as one MVN kernel (see ``layer_norm``), and every GEMM on 3-D
 tokens with separate query, key and value products (see
 ``keras_vit.model.blocks``). Inside ``spelled_for("onednn")`` (what
 ``keras_vit.freeze`` traces where TensorFlow runs oneDNN) each LayerNorm is
-the form Grappler fuses into one ``_MklLayerNorm`` kernel. Every other graph
-(exports included) keeps the default.
+the form Grappler fuses into one ``_MklLayerNorm`` kernel, and LayerNorm and
+softmax take a bf16 input without casts (oneDNN's kernels compute it in
+float32). Every other graph (exports included) keeps the default.
 """
 
 from __future__ import annotations
