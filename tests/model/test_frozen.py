@@ -23,8 +23,9 @@ def max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)))
 
 
-def fixture_model(fixtures_dir, case="vit_token", filename="official.npz"):
-    return model_from_checkpoint(fixtures_dir / case / filename, num_heads=4, semantics="timm")
+def fixture_model(fixtures_dir, case="vit_token", filename="official.npz", **overrides):
+    path = fixtures_dir / case / filename
+    return model_from_checkpoint(path, num_heads=4, semantics="timm", **overrides)
 
 
 def graph_ops(frozen):
@@ -189,11 +190,11 @@ def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypa
 @pytest.mark.parametrize("dtype", ["mixed_bfloat16", "bfloat16"])
 def test_frozen_bfloat16_follows_the_reference_and_the_model_in_its_policy(fixtures_dir, dtype):
     # The frozen graph (oneDNN's spelling where TensorFlow runs it) against
-    # timm's float32 logits and the same model unfrozen in the same policy.
+    # timm's float32 logits and the checkpoint loaded in that policy, unfrozen.
     _, ref = fixture_case("vit_token")
     model = fixture_model(fixtures_dir)
     logits = np.asarray(freeze(model, dtype=dtype).predict(ref["inputs"]), dtype="float32")
-    unfrozen = frozen_module._with_policy(model, dtype)
+    unfrozen = fixture_model(fixtures_dir, dtype=dtype)
     own = np.asarray(unfrozen.predict(ref["inputs"], verbose=0), dtype="float32")
     scale = np.abs(ref["logits"]).max()
     assert max_diff(logits, ref["logits"]) <= 0.05 * scale
