@@ -29,7 +29,8 @@ def perturbed(values, rng):
         rng: ``numpy.random.Generator``.
 
     Returns:
-        a float array of ``values``' shape and dtype.
+        a new float array of ``values``' shape and dtype, or the NumPy array
+        ``values`` itself when it is left unchanged.
     """
     values = np.asarray(values)
     if values.size and np.all(values == values.flat[0]):
@@ -42,7 +43,10 @@ def keras_model(model, seed=0):
     """Perturbs a Keras model's constant trainable weights in place; returns the model."""
     rng = np.random.default_rng(seed)
     for weight in model.trainable_weights:
-        weight.assign(perturbed(weight.numpy(), rng))
+        values = weight.numpy()
+        new = perturbed(values, rng)
+        if new is not values:
+            weight.assign(new)
     return model
 
 
@@ -53,6 +57,8 @@ def torch_module(module, seed=0):
     rng = np.random.default_rng(seed)
     with torch.no_grad():
         for parameter in module.parameters():
-            values = perturbed(parameter.detach().cpu().numpy(), rng)
-            parameter.copy_(torch.from_numpy(values))
+            values = parameter.detach().cpu().numpy()
+            new = perturbed(values, rng)
+            if new is not values:
+                parameter.copy_(torch.from_numpy(new))
     return module
