@@ -25,7 +25,7 @@ import keras
 from keras import initializers, layers, ops
 
 from keras_vit.model.layers import LayerNorm, ResidualStreamInput
-from keras_vit.model.ops import fused_gelu, fused_softmax, spelling
+from keras_vit.model.ops import bias_add, fused_gelu, fused_softmax, rows_like, spelling
 from keras_vit.validation import integer, number
 
 _PACKAGE = "keras_vit"
@@ -46,42 +46,50 @@ def _fan_initializer(initializer, fan_shape):
     return init
 
 
-def on_tokens(fn, x):
+def on_tokens(fn, x, residual=None):
     """``fn`` (GEMMs acting on the last axis) applied to tokens ``x``: ``(..., D) -> (..., E)``.
 
     By default the tokens are one ``(n, D)`` matrix: on TensorFlow a 2-D
     Dense is one MatMul + BiasAdd that oneDNN fuses with the activation
-    after it (a 3-D one is a Tensordot). Inside ``spelled_for("openvino")``
-    they keep their shape: OpenVINO's GEMMs take 3-D tokens, and a Reshape
-    between a LayerNorm and its GEMM stops the CPU plugin from fusing NNCF's
-    int8 FakeQuantize into the LayerNorm.
+    after it (a 3-D one is a Tensordot). A ``residual`` (``x``'s shape, and
+    ``E == D``) is added to that matrix, where oneDNN fuses the add into
+    the GEMM too (added after the reshape back, it is a kernel of its own).
+    The result is reshaped back with ``-1`` for the batch, so a static
+    token count needs no shape arithmetic in the graph. Inside
+    ``spelled_for("openvino")`` the tokens keep their shape: OpenVINO's
+    GEMMs take 3-D tokens (and fuse the add themselves), and a Reshape
+    between a LayerNorm and its GEMM stops the CPU plugin from fusing
+    NNCF's int8 FakeQuantize into the LayerNorm.
     """
     if spelling() == "openvino":
-        return fn(x)
+        y = fn(x)
+        return y if residual is None else residual + y
     shape = ops.shape(x)
-    y = fn(ops.reshape(x, (-1, shape[-1])))
-    return ops.reshape(y, (*shape[:-1], ops.shape(y)[-1]))
+    if residual is None:
+        y = fn(ops.reshape(x, (-1, shape[-1])))
+    else:
+        stream = ops.reshape(residual, (-1, residual.shape[-1]))
+        y = stream + fn(rows_like(x, stream))
+    return ops.reshape(y, (-1, *shape[1:-1], ops.shape(y)[-1]))
 
 
 def affine(x, kernel, bias):
     """``x @ kernel + bias`` over the last axis: ``(..., D) -> (..., E)``.
 
-    A 2-D ``x`` is one MatMul; any other rank one Einsum, which OpenVINO
+    A 2-D ``x`` is one MatMul and a ``bias_add``; any other rank one Einsum, which OpenVINO
     converts to one MatMul (``keras.ops.matmul`` traces a Tensordot:
     Reshape, MatMul, Reshape). ``kernel`` ``(D, E)`` and ``bias`` ``(E,)``
     are cast to ``x``'s dtype.
     """
     kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
     if len(x.shape) == 2:
-        return ops.matmul(x, kernel) + bias
+        return bias_add(ops.matmul(x, kernel), bias)
     batch = "abcxyz"[: len(x.shape) - 1]  # explicit letters: an ellipsis traces broadcasts
     return ops.einsum(f"{batch}d,de->{batch}e", x, kernel) + bias
 
 
 def dense(layer, x):
-    """A ``keras.layers.Dense`` on ``x`` ``(..., D)``: its call on 2-D ``x``, else ``affine``."""
-    if len(x.shape) == 2:
-        return layer(x)
+    """A ``keras.layers.Dense`` (no activation) on ``x`` ``(..., D)``, as ``affine``."""
     return affine(x, layer.kernel, layer.bias)
 
 
@@ -173,19 +181,18 @@ class MultiHeadSelfAttention(layers.Layer):
                 kernel, bias = kernel * scale, bias * scale
             kernels.append(ops.cast(kernel, x.dtype))
             biases.append(ops.cast(bias, x.dtype))
-        batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
-        heads = (batch, tokens, self.num_heads, self.head_dim)
+        heads = (-1, ops.shape(x)[1], self.num_heads, self.head_dim)
         if spelling() == "openvino":
             parts = [ops.reshape(affine(x, k, b), heads) for k, b in zip(kernels, biases)]
             return [_head_major(part) for part in parts] if head_major else parts
         kernel, bias = ops.concatenate(kernels, axis=-1), ops.concatenate(biases, axis=0)
         projected = on_tokens(lambda tokens: affine(tokens, kernel, bias), x)
-        projected = ops.reshape(projected, (batch, tokens, len(names), *heads[2:]))
+        projected = ops.reshape(projected, (*heads[:2], len(names), *heads[2:]))
         if head_major:
             return ops.unstack(ops.transpose(projected, (2, 0, 3, 1, 4)), num=len(names), axis=0)
         return ops.unstack(projected, num=len(names), axis=2)
 
-    def call(self, x, training=None, return_attention_scores=False, context=None):
+    def call(self, x, training=None, return_attention_scores=False, context=None, residual=None):
         """Attention of ``x`` over itself, or over ``context`` (keys and values) when given.
 
         Args:
@@ -196,11 +203,12 @@ class MultiHeadSelfAttention(layers.Layer):
                 ``(B, heads, T, S)``.
             context: optional tensor ``(B, S, D)``: keys and values (MAP
                 pooling attends from a probe over the tokens).
+            residual: optional tensor ``(B, T, D)`` added to the output
+                (``on_tokens``: fused into the output GEMM).
 
         Returns:
             ``(B, T, D)``, and the weights with ``return_attention_scores``.
         """
-        batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         hidden = self.num_heads * self.head_dim
         explicit = (
             return_attention_scores
@@ -226,9 +234,9 @@ class MultiHeadSelfAttention(layers.Layer):
             attended = _head_major(ops.einsum("bhqs,bhsk->bhqk", probs, v))
         else:  # the query is pre-scaled in _project
             attended = ops.dot_product_attention(q, k, v, scale=1.0)
-        attended = ops.reshape(attended, (batch, tokens, hidden))
+        attended = ops.reshape(attended, (-1, ops.shape(x)[1], hidden))
         kernel = ops.reshape(self.out_kernel, (hidden, hidden))
-        out = on_tokens(lambda values: affine(values, kernel, self.out_bias), attended)
+        out = on_tokens(lambda values: affine(values, kernel, self.out_bias), attended, residual)
         if return_attention_scores:
             return out, scores
         return out
@@ -277,14 +285,20 @@ class MlpBlock(layers.Layer):
         self.dense_0.build(input_shape)
         self.dense_1.build((*input_shape[:-1], self.mlp_dim))
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, residual=None):
+        """``(B, T, D) -> (B, T, D)``; ``residual`` ``(B, T, D)``, optional, is added to the output.
+
+        The residual is added in ``on_tokens``'s 2-D layout, where oneDNN
+        fuses the add into the second GEMM.
+        """
+
         def mlp(tokens):
             hidden = dense(self.dense_0, tokens)
             hidden = fused_gelu(hidden, self.approximate_gelu, training=training)
             hidden = self.dropout(hidden, training=training)
             return self.dropout(dense(self.dense_1, hidden), training=training)
 
-        return on_tokens(mlp, x)
+        return on_tokens(mlp, x, residual)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -341,7 +355,10 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
     branch passed through stochastic depth (per-sample drop path) in
     training. Under mixed precision the stream ``x`` stays float32
     (``ResidualStreamInput``) and the branches, computed in the compute
-    dtype, are added to it.
+    dtype, are added to it. Where a branch is added as it is (no LayerScale,
+    no dropout or drop path running, stream and branch in one dtype) the
+    stream goes into the branch's last GEMM as its ``residual``: one MatMul
+    + bias + add kernel under oneDNN.
 
     Args:
         num_heads: int. Attention heads.
@@ -426,18 +443,36 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
         )
         return x / keep * ops.floor(keep + noise)
 
+    def _branches_are_plain(self, x, training):
+        """Whether each residual branch's output is added as it is (no scale, dropout or cast).
+
+        Then the sublayers add the stream to their last GEMM themselves
+        (``on_tokens``), where oneDNN fuses the add.
+        """
+        dropping = training and (self.dropout_rate > 0 or self.drop_path_rate > 0)
+        return not (self.layer_scales or dropping) and x.dtype == self.compute_dtype
+
+    def _add_branch(self, index, x, y, training):
+        """The stream ``x`` plus branch ``index``'s output ``y`` (LayerScale, drop-path, cast)."""
+        return x + ops.cast(self._drop_path(self._scaled(index, y), training), x.dtype)
+
     def call(self, x, training=None, return_attention_scores=False):
+        plain = self._branches_are_plain(x, training)
         y = self.attention(
             self.norm_attention(x),
             training=training,
             return_attention_scores=return_attention_scores,
+            residual=x if plain else None,
         )
         if return_attention_scores:
             y, scores = y
-        y = self._scaled(0, self.attention_output_dropout(y, training=training))
-        x = x + ops.cast(self._drop_path(y, training), x.dtype)
-        y = self._scaled(1, self.mlp(self.norm_mlp(x), training=training))
-        x = x + ops.cast(self._drop_path(y, training), x.dtype)
+        if plain:
+            x = y
+        else:
+            y = self.attention_output_dropout(y, training=training)
+            x = self._add_branch(0, x, y, training)
+        y = self.mlp(self.norm_mlp(x), training=training, residual=x if plain else None)
+        x = y if plain else self._add_branch(1, x, y, training)
         if return_attention_scores:
             return x, scores
         return x

@@ -15,18 +15,26 @@ otherwise redoes at every step:
   weights the same fused GEMM runs a generic ``gemm:jit`` kernel on the
   plain layout (measured: ViT-B/16's MLP GEMM at batch 16 in bf16 31 ms
   with variables, 18 ms with constants);
-- with oneDNN on, the function is traced in the ``"onednn"`` spelling
-  (``keras_vit.model.ops``): each LayerNorm becomes one ``_MklLayerNorm``
-  kernel instead of five element-wise ones, and the attention softmax
-  takes bf16 logits without casts (oneDNN computes it in float32). Under
-  the ``bfloat16`` policy (``dtype="bfloat16"``: the residual stream in
-  bf16 too) the graph then has no casts but the input's and the logits'.
+- where oneDNN runs the model's compute dtype (``onednn_runs``), the
+  function is traced in the ``"onednn"`` spelling (``keras_vit.model.ops``):
+  each LayerNorm becomes one ``_MklLayerNorm`` kernel instead of five
+  element-wise ones, and the attention softmax takes bf16 logits without
+  casts (oneDNN computes it in float32). Under the ``bfloat16`` policy
+  (``dtype="bfloat16"``: the residual stream in bf16 too) the graph then
+  has no casts but the input's and the logits'.
 
-That is where TensorFlow runs oneDNN: by default on x86 CPUs with
-AVX512-VNNI, AVX512-BF16 or AMX. On others (an AVX2 AMD EPYC) it runs
-Eigen's kernels unless ``TF_ENABLE_ONEDNN_OPTS=1`` is set before TensorFlow
-is imported; there ``mixed_bfloat16`` has no bf16 instructions either and is
-emulated (slower than float32).
+With oneDNN, as in every TensorFlow graph of the model, each residual add
+runs inside the GEMM before it (``TransformerBlock`` hands the stream to the
+attention's output projection and the MLP's second Dense: one MatMul + bias
++ add kernel, where the add was a pass of its own over the stream); not
+under ``mixed_bfloat16``, whose float32 stream adds a cast of each bf16
+branch.
+
+TensorFlow runs oneDNN by default on x86 CPUs with AVX512-VNNI, AVX512-BF16
+or AMX. On others (an AVX2 AMD EPYC) it runs Eigen's kernels unless
+``TF_ENABLE_ONEDNN_OPTS=1`` is set before TensorFlow is imported, and its
+oneDNN takes bfloat16 only with AVX-512: without, ``mixed_bfloat16`` runs
+Eigen's emulated bf16 kernels (slower than float32) in the default spelling.
 
 The numbers are the model's own (same kernels of the same precision; the
 oneDNN kernels differ in summation order only). It is a snapshot: weights
@@ -160,18 +168,37 @@ def freeze(model, dtype=None):
         return outputs
 
     function = tf.function(call, input_signature=[spec], autograph=False)
-    with spelled_for("onednn" if onednn_enabled() else "default"):
+    onednn = onednn_runs(model.dtype_policy.compute_dtype)
+    with spelled_for("onednn" if onednn else "default"):
         function.get_concrete_function()  # the snapshot: traced now, not at the first call
     return FrozenModel(function, spec, model.dtype_policy.name)
 
 
-def onednn_enabled():
-    """Whether this TensorFlow runs its oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS``, the CPU)."""
+def onednn_runs(dtype="float32"):
+    """Whether TensorFlow runs its oneDNN kernels on tensors of ``dtype`` here.
+
+    oneDNN must be on (``TF_ENABLE_ONEDNN_OPTS``, the CPU's default) and
+    take ``dtype`` on this CPU: TensorFlow's own test, under which bfloat16
+    needs AVX-512 (elsewhere its bfloat16 ops fall back to Eigen's kernels,
+    which neither fuse the oneDNN spelling's LayerNorm nor compute a
+    bfloat16 softmax in float32).
+
+    Args:
+        dtype: str. A dtype name, e.g. a policy's ``compute_dtype``.
+
+    Returns:
+        bool; False where this TensorFlow build cannot tell.
+    """
+    import tensorflow as tf
+
     try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # a TensorFlow build without the switch
+        from tensorflow.python.util import _pywrap_util_port, _pywrap_utils
+    except ImportError:  # a TensorFlow build without the switches
         return False
-    return bool(_pywrap_util_port.IsMklEnabled())
+    supported = getattr(_pywrap_utils, "IsDataTypeSupportedByOneDNNOnThisCPU", None)
+    if not _pywrap_util_port.IsMklEnabled() or supported is None:
+        return False
+    return bool(supported(tf.as_dtype(dtype).as_datatype_enum))
 
 
 def _input_spec(model):

@@ -113,17 +113,17 @@ class PatchEncoder(layers.Layer):
 
     def call(self, images):
         (p, q), channels = self.patch_size, images.shape[-1]
-        batch, height, width = ops.shape(images)[:3]
+        height, width = ops.shape(images)[1:3]
         rows, cols = height // p, width // q
         if not all(isinstance(s, int) and s % n == 0 for s, n in ((height, p), (width, q))):
             images = images[:, : rows * p, : cols * q, :]  # valid padding: drop the rest
-        patches = ops.reshape(images, (batch, rows, p, cols, q, channels))
+        patches = ops.reshape(images, (-1, rows, p, cols, q, channels))
         patches = ops.transpose(patches, (0, 1, 3, 2, 4, 5))
         patches = ops.reshape(patches, (-1, p * q * channels))
         kernel = ops.reshape(self.kernel, (p * q * channels, self.hidden_size))
         bias = ops.cast(self.bias, patches.dtype)
         x = ops.matmul(patches, ops.cast(kernel, patches.dtype)) + bias
-        return ops.reshape(x, (batch, rows * cols, self.hidden_size))
+        return ops.reshape(x, (-1, rows * cols, self.hidden_size))
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]

@@ -133,6 +133,39 @@ def spelling():
     return _SPELLING.get()
 
 
+def bias_add(x, bias):
+    """``x + bias`` over the last axis: ``x`` ``(..., E)``, ``bias`` ``(E,)``.
+
+    On TensorFlow one ``BiasAdd`` op. Spelled ``x + bias`` (``AddV2``), a
+    GEMM's output plus its bias plus a residual is a chain of two adds that
+    Grappler's arithmetic optimiser regroups into an ``AddN`` of the product
+    and the residual: the GEMM then runs bare and both adds as kernels of
+    their own. With ``BiasAdd`` the remapper fuses the bias and the residual
+    add into the oneDNN GEMM.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.bias_add(x, bias)
+    return x + bias
+
+
+def rows_like(x, matrix):
+    """``x`` ``(..., D)`` reshaped to the shape of ``matrix`` ``(n, D)`` (same size).
+
+    On TensorFlow to ``tf.shape(matrix)``: Grappler's shape inference then
+    knows that the two have the same (dynamic) number of rows, which a
+    reshape to ``(-1, D)`` does not tell it (each is a new unknown size). A
+    GEMM of ``x`` added to ``matrix`` is then an add without broadcast, the
+    condition for fusing it into the GEMM.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.reshape(x, tf.shape(matrix))
+    return ops.reshape(x, ops.shape(matrix))
+
+
 def layer_norm(x, gamma, beta, epsilon):
     """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
 

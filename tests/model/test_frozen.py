@@ -149,23 +149,46 @@ def test_weights_over_the_graph_limit_are_refused(monkeypatch):
     assert freeze(model).function.experimental_get_tracing_count() == 1
 
 
-def optimized_ops(frozen):
-    """Op types of the frozen function's graph after Grappler (what the runtime executes)."""
-    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
-    from tensorflow.python.grappler import tf_optimizer
+def executed_nodes(frozen):
+    """``NodeDef``s that run for a call of the frozen function, as the runtime rewrote them.
 
+    The function's graph is run once in a session that returns its
+    partition graphs: after Grappler and after the oneDNN layout pass (which
+    turns the fused ops into ``_Mkl...`` kernels), as TensorFlow's own
+    remapper tests read them.
+    """
     concrete = frozen.function.get_concrete_function()
-    graph = concrete.graph
-    meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph.as_graph_def(), graph=graph)
-    fetches = meta_graph_pb2.CollectionDef()
-    fetches.node_list.value.extend(output.name for output in concrete.outputs)
-    meta_graph.collection_def["train_op"].CopyFrom(fetches)
-    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta_graph)
-    return [node.op for node in optimized.node]
+    images = np.zeros((2, *frozen.input_spec.shape[1:]), "float32")
+    metadata = tf.compat.v1.RunMetadata()
+    with tf.Graph().as_default() as graph:
+        tf.graph_util.import_graph_def(concrete.graph.as_graph_def(), name="")
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(
+                [output.name for output in concrete.outputs],
+                {concrete.inputs[0].name: images},
+                options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                run_metadata=metadata,
+            )
+    return [node for partition in metadata.partition_graphs for node in partition.node]
 
 
-@pytest.mark.skipif(not frozen_module.onednn_enabled(), reason="TensorFlow runs without oneDNN")
-@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def executed_ops(frozen):
+    return [node.op for node in executed_nodes(frozen)]
+
+
+def with_onednn(*dtypes):
+    """``dtypes`` (policy names; None: the model's float32) as parameters, each skipped
+    where TensorFlow's oneDNN does not run its compute dtype."""
+    params = []
+    for dtype in dtypes:
+        compute = keras.DTypePolicy(dtype or "float32").compute_dtype
+        runs = frozen_module.onednn_runs(compute)
+        reason = f"TensorFlow does not run {compute} with oneDNN here"
+        params.append(pytest.param(dtype, marks=pytest.mark.skipif(not runs, reason=reason)))
+    return params
+
+
+@pytest.mark.parametrize("dtype", with_onednn(None, "bfloat16"))
 def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypatch, dtype):
     # A checkpoint's LayerNorms (gamma != 1, beta != 0; two per block and the
     # encoder's last) each run as one _MklLayerNorm, where the default
@@ -177,14 +200,42 @@ def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypa
     model = fixture_model(fixtures_dir)
     norms = sum(isinstance(layer, LayerNorm) for layer in model._flatten_layers())
     assert norms >= 3
-    ops = optimized_ops(freeze(model, dtype=dtype))
+    ops = executed_ops(freeze(model, dtype=dtype))
     assert ops.count("_MklLayerNorm") == norms
     assert "Rsqrt" not in ops and "FusedBatchNormV3" not in ops
     if dtype == "bfloat16":
         assert ops.count("Cast") == 2
-    monkeypatch.setattr(frozen_module, "onednn_enabled", lambda: False)
-    default = optimized_ops(freeze(model, dtype=dtype))
+    monkeypatch.setattr(frozen_module, "onednn_runs", lambda dtype="float32": False)
+    default = executed_ops(freeze(model, dtype=dtype))
     assert "_MklLayerNorm" not in default and default.count("Rsqrt") == norms
+
+
+@pytest.mark.parametrize("dtype", with_onednn(None, "bfloat16", "mixed_bfloat16"))
+def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtype):
+    # Both residual adds of each block run inside the GEMM before them
+    # (oneDNN's MatMul + BiasAdd + Add): no AddV2 is left but the position
+    # embedding's, and with a dynamic batch no shape arithmetic per block.
+    # Under mixed_bfloat16 the float32 stream is added to a cast of the bf16
+    # branch, so those adds stay.
+    from keras_vit.model.blocks import TransformerBlock
+
+    model = fixture_model(fixtures_dir)
+    blocks = sum(isinstance(layer, TransformerBlock) for layer in model._flatten_layers())
+    assert blocks >= 2
+    nodes = executed_nodes(freeze(model, dtype=dtype))
+    ops = [node.op for node in nodes]
+    fused_adds = [
+        node
+        for node in nodes
+        if node.op == "_MklNativeFusedMatMul"
+        and list(node.attr["fused_ops"].list.s) == [b"BiasAdd", b"Add"]
+    ]
+    if dtype == "mixed_bfloat16":
+        assert not fused_adds and ops.count("AddV2") == 2 * blocks + 1
+    else:
+        assert len(fused_adds) == 2 * blocks
+        assert ops.count("AddV2") == 1 and "AddN" not in ops
+    assert ops.count("Pack") <= 1  # the class token's broadcast to the batch
 
 
 @pytest.mark.parametrize("dtype", ["mixed_bfloat16", "bfloat16"])
