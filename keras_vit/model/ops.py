@@ -1,7 +1,9 @@
 """Numeric kernels of the ViT layers and the XLA-fusion policy of training.
 
 Kernels (``keras.ops`` only): ``gelu`` (exact GELU spelled with ``erf``,
-or the tanh approximation), ``softmax_float32`` and ``layer_norm``.
+or the tanh approximation), ``softmax_float32`` and ``layer_norm``; and
+``bias_add`` / ``rows_like``, the forms of a GEMM's bias and of its input
+rows under which TensorFlow's remapper fuses a residual add into the GEMM.
 
 Fusion: on the TensorFlow backend without ``jit_compile`` (the fastest
 setting on CPU, where oneDNN runs the GEMMs, bf16 included), every
@@ -129,7 +131,7 @@ def spelled_for(target):
 
 
 def spelling():
-    """The spelling of the graph being traced: ``"default"`` or ``"openvino"``."""
+    """The spelling of the graph being traced: one of ``SPELLINGS``."""
     return _SPELLING.get()
 
 
