@@ -25,7 +25,7 @@ import keras
 from keras import initializers, layers, ops
 
 from keras_vit.model.layers import LayerNorm, ResidualStreamInput
-from keras_vit.model.ops import bias_add, fused_gelu, fused_softmax, rows_like, spelling
+from keras_vit.model.ops import affine, fused_gelu, fused_softmax, rows_like, spelling
 from keras_vit.validation import integer, number
 
 _PACKAGE = "keras_vit"
@@ -71,21 +71,6 @@ def on_tokens(fn, x, residual=None):
         stream = ops.reshape(residual, (-1, residual.shape[-1]))
         y = stream + fn(rows_like(x, stream))
     return ops.reshape(y, (-1, *shape[1:-1], ops.shape(y)[-1]))
-
-
-def affine(x, kernel, bias):
-    """``x @ kernel + bias`` over the last axis: ``(..., D) -> (..., E)``.
-
-    A 2-D ``x`` is one MatMul and a ``bias_add``; any other rank one Einsum, which OpenVINO
-    converts to one MatMul (``keras.ops.matmul`` traces a Tensordot:
-    Reshape, MatMul, Reshape). ``kernel`` ``(D, E)`` and ``bias`` ``(E,)``
-    are cast to ``x``'s dtype.
-    """
-    kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
-    if len(x.shape) == 2:
-        return bias_add(ops.matmul(x, kernel), bias)
-    batch = "abcxyz"[: len(x.shape) - 1]  # explicit letters: an ellipsis traces broadcasts
-    return ops.einsum(f"{batch}d,de->{batch}e", x, kernel) + bias
 
 
 def dense(layer, x):
@@ -450,7 +435,8 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
         (``on_tokens``), where oneDNN fuses the add.
         """
         dropping = training and (self.dropout_rate > 0 or self.drop_path_rate > 0)
-        return not (self.layer_scales or dropping) and x.dtype == self.compute_dtype
+        same_dtype = keras.backend.standardize_dtype(x.dtype) == self.compute_dtype
+        return not (self.layer_scales or dropping) and same_dtype
 
     def _add_branch(self, index, x, y, training):
         """The stream ``x`` plus branch ``index``'s output ``y`` (LayerScale, drop-path, cast)."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 from keras import initializers, layers, ops
 
-from keras_vit.model.ops import fused_layer_norm
+from keras_vit.model.ops import affine, fused_layer_norm
 from keras_vit.model.posemb import (
     POSEMB_INTERPOLATIONS,
     resize_position_embedding,
@@ -121,8 +121,7 @@ class PatchEncoder(layers.Layer):
         patches = ops.transpose(patches, (0, 1, 3, 2, 4, 5))
         patches = ops.reshape(patches, (-1, p * q * channels))
         kernel = ops.reshape(self.kernel, (p * q * channels, self.hidden_size))
-        bias = ops.cast(self.bias, patches.dtype)
-        x = ops.matmul(patches, ops.cast(kernel, patches.dtype)) + bias
+        x = affine(patches, kernel, self.bias)
         return ops.reshape(x, (-1, rows * cols, self.hidden_size))
 
     def compute_output_shape(self, input_shape):

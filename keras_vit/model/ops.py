@@ -2,8 +2,9 @@
 
 Kernels (``keras.ops`` only): ``gelu`` (exact GELU spelled with ``erf``,
 or the tanh approximation), ``softmax_float32`` and ``layer_norm``; and
-``bias_add`` / ``rows_like``, the forms of a GEMM's bias and of its input
-rows under which TensorFlow's remapper fuses a residual add into the GEMM.
+``affine`` (``x @ kernel + bias``) with ``bias_add`` / ``rows_like``, the
+forms of a GEMM's bias and of its input rows under which TensorFlow's
+remapper fuses the bias, and a residual add, into the GEMM.
 
 Fusion: on the TensorFlow backend without ``jit_compile`` (the fastest
 setting on CPU, where oneDNN runs the GEMMs, bf16 included), every
@@ -150,6 +151,21 @@ def bias_add(x, bias):
 
         return tf.nn.bias_add(x, bias)
     return x + bias
+
+
+def affine(x, kernel, bias):
+    """``x @ kernel + bias`` over the last axis: ``(..., D) -> (..., E)``.
+
+    A 2-D ``x`` is one MatMul and a ``bias_add``; any other rank one
+    Einsum, which OpenVINO converts to one MatMul (``keras.ops.matmul``
+    traces a Tensordot: Reshape, MatMul, Reshape). ``kernel`` ``(D, E)``
+    and ``bias`` ``(E,)`` are cast to ``x``'s dtype.
+    """
+    kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
+    if len(x.shape) == 2:
+        return bias_add(ops.matmul(x, kernel), bias)
+    batch = "abcxyz"[: len(x.shape) - 1]  # explicit letters: an ellipsis traces broadcasts
+    return ops.einsum(f"{batch}d,de->{batch}e", x, kernel) + bias
 
 
 def rows_like(x, matrix):
