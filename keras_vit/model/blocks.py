@@ -37,11 +37,14 @@ def _fan_initializer(initializer, fan_shape):
 
     Attention kernels are stored as ``(hidden, heads, head_dim)``; Glorot
     must see them as the ``(hidden, heads * head_dim)`` matrix they are.
+    Each call draws from a new ``initializer`` (a name): a Keras random
+    initializer instance without a seed fixes one when it is made and
+    returns the same values on every call, so weights sharing one instance
+    (query, key and value) would start equal.
     """
-    base = initializers.get(initializer)
 
     def init(shape, dtype=None):
-        return ops.reshape(base(fan_shape, dtype=dtype), shape)
+        return ops.reshape(initializers.get(initializer)(fan_shape, dtype=dtype), shape)
 
     return init
 
@@ -255,18 +258,22 @@ class MlpBlock(layers.Layer):
         self.mlp_dim = int(mlp_dim)
         self.dropout_rate = float(dropout_rate)
         self.approximate_gelu = bool(approximate_gelu)
-        dense_args = dict(
+        self.dense_0 = self._dense(self.mlp_dim, "Dense_0")
+        self.dense_1 = None
+        self.dropout = layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def _dense(self, units, name):
+        """A Dense of the block, with initializers of its own (see ``_fan_initializer``)."""
+        return layers.Dense(
+            units,
+            name=name,
             kernel_initializer="glorot_uniform",
             bias_initializer=initializers.RandomNormal(stddev=1e-6),
             dtype=self.dtype_policy,
         )
-        self.dense_0 = layers.Dense(self.mlp_dim, name="Dense_0", **dense_args)
-        self.dense_1 = None
-        self.dense_args = dense_args
-        self.dropout = layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        self.dense_1 = layers.Dense(input_shape[-1], name="Dense_1", **self.dense_args)
+        self.dense_1 = self._dense(input_shape[-1], "Dense_1")
         self.dense_0.build(input_shape)
         self.dense_1.build((*input_shape[:-1], self.mlp_dim))
 
