@@ -36,17 +36,6 @@ or AMX. On others (an AVX2 AMD EPYC) it runs Eigen's kernels unless
 oneDNN takes bfloat16 only with AVX-512: without, ``mixed_bfloat16`` runs
 Eigen's emulated bf16 kernels (slower than float32) in the default spelling.
 
-On such a CPU (x86 with AVX2, no AVX-512) with oneDNN opted in, the fused
-GEMM on prepacked weights is the faster kernel for a few hundred token rows
-(a batch of one or two 224 px images of ViT-B/16) and oneDNN's plain sgemm
-for more (``keras_vit.model.ops.affine``). A float32 ``ViT`` is then frozen
-twice: ``function`` as above, and ``large_batch_function`` in the
-``"onednn-sgemm"`` spelling, which calls of at least ``LARGE_BATCH_ROWS``
-token rows (batch x tokens per image) run. Measured on a 2-core AVX2 EPYC,
-ViT-B/16 224: the sgemm graph 0.89x the fused one at batch 1, 0.99x at 2,
-1.07-1.15x at 4, 1.08x at 8, 1.12-1.20x at 16; ViT-S/16 and ViT-B/32 at
-batch 16 1.09x and 1.11x, ViT-B/32 at batch 4 (200 rows) 0.77x.
-
 The numbers are the model's own (same kernels of the same precision; the
 oneDNN kernels differ in summation order only). It is a snapshot: weights
 changed after ``freeze`` (training, ``load_weights``) are not seen; freeze
@@ -56,8 +45,7 @@ weights (ViT-H/14 in float32) are refused. Memory: TensorFlow keeps several
 copies of the constants (the traced graph, the optimised one, the kernels'
 tensors, oneDNN's packed weights): ViT-B/16's process peaks at ~4.5 GB
 resident (~1.0 GB for the model alone), ViT-L/16's at 15.0 GB frozen in
-bf16 and 18.9 GB in float32 (1.9 GB). A ``large_batch_function`` holds one
-more copy of the weights in its graph, and more once it has run.
+bf16 and 18.9 GB in float32 (1.9 GB).
 """
 
 from __future__ import annotations
@@ -73,10 +61,6 @@ from keras_vit.validation import integer
 
 #: Largest total size of the frozen weights (a GraphDef is limited to 2 GiB).
 MAX_CONSTANT_BYTES = 2**31 - 2**26
-#: Token rows (batch x tokens per image) from which a ``FrozenModel`` runs its
-#: ``large_batch_function``: ViT-B/16 ran 394 rows as fast in either graph,
-#: 788 rows 1.07-1.15x faster in the sgemm one (see the module docstring).
-LARGE_BATCH_ROWS = 512
 
 
 class FrozenModel:
@@ -86,21 +70,12 @@ class FrozenModel:
         function: the ``tf.function`` (one trace, any batch size).
         input_spec: ``tf.TensorSpec`` float32 ``(batch, height, width, channels)``.
         dtype_policy: str. The Keras dtype policy the call computes in.
-        large_batch_function: None, or the same call traced for oneDNN's
-            sgemm (see the module docstring), run for calls of at least
-            ``LARGE_BATCH_ROWS`` token rows.
-        tokens_per_image: None, or a function ``(height, width) -> int``
-            (the model's token count for that image size).
     """
 
-    def __init__(
-        self, function, input_spec, dtype_policy, large_batch_function=None, tokens_per_image=None
-    ):
+    def __init__(self, function, input_spec, dtype_policy):
         self.function = function
         self.input_spec = input_spec
         self.dtype_policy = dtype_policy
-        self.large_batch_function = large_batch_function
-        self.tokens_per_image = tokens_per_image
 
     def __call__(self, images):
         """The model's outputs (tensors) for images ``(batch, height, width, channels)``.
@@ -116,21 +91,7 @@ class FrozenModel:
                 f"The frozen model expects images of shape "
                 f"{_shape_text(self.input_spec.shape)}; got {tuple(images.shape)}."
             )
-        return self.function_for(images.shape)(images)
-
-    def function_for(self, shape):
-        """The traced function that runs images of ``shape`` ``(batch, height, width, channels)``.
-
-        ``large_batch_function`` where there is one and the batch, height
-        and width are known and give at least ``LARGE_BATCH_ROWS`` token
-        rows; ``function`` otherwise.
-        """
-        batch, height, width = tuple(shape)[:3]
-        if self.large_batch_function is None or None in (batch, height, width):
-            return self.function
-        if batch * self.tokens_per_image(height, width) < LARGE_BATCH_ROWS:
-            return self.function
-        return self.large_batch_function
+        return self.function(images)
 
     def predict(self, images, batch_size=32):
         """NumPy outputs for images, in batches of ``batch_size`` (``keras.Model.predict``).
@@ -167,8 +128,7 @@ def freeze(model, dtype=None):
 
     Returns:
         ``FrozenModel``, traced here (the weights as they are now); its first
-        call optimises the graph (seconds for ViT-B/16), and so does the
-        first large batch where it has a ``large_batch_function``.
+        call optimises the graph (seconds for ViT-B/16).
 
     Raises:
         TypeError: for a non-Keras model.
@@ -195,25 +155,6 @@ def freeze(model, dtype=None):
             f"holds at most {MAX_CONSTANT_BYTES / 2**30:.2f} GiB of constants (TensorFlow's "
             "2 GiB GraphDef limit). Run the model itself, or export it."
         )
-    onednn = onednn_runs(model.dtype_policy.compute_dtype)
-    function = _traced(model, frozen, spec, "onednn" if onednn else "default")
-    if not (onednn and isinstance(model, ViT) and _sgemm_wins(model.dtype_policy.compute_dtype)):
-        return FrozenModel(function, spec, model.dtype_policy.name)
-    return FrozenModel(
-        function,
-        spec,
-        model.dtype_policy.name,
-        large_batch_function=_traced(model, frozen, spec, "onednn-sgemm"),
-        tokens_per_image=lambda height, width: _tokens_per_image(model, height, width),
-    )
-
-
-def _traced(model, frozen, spec, target):
-    """``model``'s inference call as a ``tf.function`` with ``frozen`` read into constants.
-
-    Traced here, in the spelling ``target``: the constants are the
-    variables' values now (the snapshot), not at the first call.
-    """
     import tensorflow as tf
 
     def constant(variable):
@@ -227,33 +168,10 @@ def _traced(model, frozen, spec, target):
         return outputs
 
     function = tf.function(call, input_signature=[spec], autograph=False)
-    with spelled_for(target):
-        function.get_concrete_function()
-    return function
-
-
-def _sgemm_wins(dtype):
-    """Whether oneDNN's sgemm beats its prepacked fused GEMM on large batches here.
-
-    Measured on x86 CPUs with AVX2 and without AVX-512 (see the module
-    docstring), in float32 (oneDNN runs bfloat16 only with AVX-512). Read
-    from NumPy's CPU feature table; False where it cannot tell.
-    """
-    if dtype != "float32":
-        return False
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # NumPy 1.x
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            return False
-    return bool(features.get("AVX2")) and not features.get("AVX512F")
-
-
-def _tokens_per_image(model, height, width):
-    """Tokens of ``model`` (a ``ViT``) for an image of ``height`` x ``width`` pixels."""
-    return (height // model.stride[0]) * (width // model.stride[1]) + model.num_prefix_tokens
+    onednn = onednn_runs(model.dtype_policy.compute_dtype)
+    with spelled_for("onednn" if onednn else "default"):
+        function.get_concrete_function()  # the snapshot: traced now, not at the first call
+    return FrozenModel(function, spec, model.dtype_policy.name)
 
 
 def onednn_runs(dtype="float32"):

@@ -29,10 +29,7 @@ tokens with separate query, key and value products (see
 ``keras_vit.freeze`` traces where TensorFlow runs oneDNN) each LayerNorm is
 the form Grappler fuses into one ``_MklLayerNorm`` kernel, and LayerNorm and
 softmax take a bf16 input without casts (oneDNN's kernels compute it in
-float32). ``spelled_for("onednn-sgemm")`` is that spelling with each 2-D
-GEMM's bias added apart (see ``affine``): what ``freeze`` traces for large
-batches on CPUs without AVX-512. Every other graph (exports included)
-keeps the default.
+float32). Every other graph (exports included) keeps the default.
 """
 
 from __future__ import annotations
@@ -108,15 +105,13 @@ def softmax_float32(logits):
     the ``(B, heads, T, T)`` weights each, 6 % of a frozen bf16 ViT-B/16
     step) give the same numbers.
     """
-    if spelling() in ONEDNN_SPELLINGS:
+    if spelling() == "onednn":
         return ops.softmax(logits, axis=-1)
     return ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
 
 
 #: The graph compilers the layers have a spelling for (``spelled_for``).
-SPELLINGS = ("default", "openvino", "onednn", "onednn-sgemm")
-#: The spellings for TensorFlow's oneDNN kernels.
-ONEDNN_SPELLINGS = ("onednn", "onednn-sgemm")
+SPELLINGS = ("default", "openvino", "onednn")
 _SPELLING = contextvars.ContextVar("spelling", default="default")
 
 
@@ -125,9 +120,9 @@ def spelled_for(target):
     """Layers traced inside are spelled for ``target``, one of ``SPELLINGS``."""
     if target not in SPELLINGS:
         raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
-    if target in ONEDNN_SPELLINGS and keras.backend.backend() != "tensorflow":
+    if target == "onednn" and keras.backend.backend() != "tensorflow":
         raise ValueError(
-            f"The {target!r} spelling is TensorFlow's; Keras runs {keras.backend.backend()!r}."
+            f"The 'onednn' spelling is TensorFlow's; Keras runs {keras.backend.backend()!r}."
         )
     token = _SPELLING.set(target)
     try:
@@ -165,23 +160,10 @@ def affine(x, kernel, bias):
     Einsum, which OpenVINO converts to one MatMul (``keras.ops.matmul``
     traces a Tensordot: Reshape, MatMul, Reshape). ``kernel`` ``(D, E)``
     and ``bias`` ``(E,)`` are cast to ``x``'s dtype.
-
-    Inside ``spelled_for("onednn-sgemm")`` a 2-D ``x``'s bias is added
-    behind a reshape to ``(n, 1, E)``: TensorFlow's remapper then finds no
-    MatMul + bias to fuse, and oneDNN runs the bare product as its plain
-    sgemm instead of the fused inner product on prepacked weights (which
-    also fuses the activation or residual add after it). On an AVX2-only
-    CPU that sgemm is the faster kernel from several hundred rows up
-    (ViT-B/16 at batch 16 1.12-1.20x faster in all, net of the separate
-    bias, GELU and residual passes), the fused one below.
     """
     kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
     if len(x.shape) == 2:
-        product = ops.matmul(x, kernel)
-        if spelling() == "onednn-sgemm":
-            width = kernel.shape[-1]
-            return ops.reshape(ops.reshape(product, (-1, 1, width)) + bias, (-1, width))
-        return bias_add(product, bias)
+        return bias_add(ops.matmul(x, kernel), bias)
     batch = "abcxyz"[: len(x.shape) - 1]  # explicit letters: an ellipsis traces broadcasts
     return ops.einsum(f"{batch}d,de->{batch}e", x, kernel) + bias
 
@@ -237,7 +219,7 @@ def layer_norm(x, gamma, beta, epsilon):
         epsilon: float. Added to the variance.
     """
     dtype = x.dtype
-    if spelling() in ONEDNN_SPELLINGS:
+    if spelling() == "onednn":
         y = _normalized_by_fused_batch_norm(x, epsilon)
         return y * ops.cast(gamma, dtype) + ops.cast(beta, dtype)
     compute_dtype = keras.backend.result_type(dtype, "float32")

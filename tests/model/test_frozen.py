@@ -4,12 +4,6 @@ Parity is against the fixtures' timm references (independent of keras-vit);
 the graph checks read the traced function itself.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
@@ -155,15 +149,15 @@ def test_weights_over_the_graph_limit_are_refused(monkeypatch):
     assert freeze(model).function.experimental_get_tracing_count() == 1
 
 
-def executed_nodes(frozen, function=None):
+def executed_nodes(frozen):
     """``NodeDef``s that run for a call of the frozen function, as the runtime rewrote them.
 
-    The function's graph (``frozen.function`` unless ``function`` is given)
-    is run once in a session that returns its partition graphs: after
-    Grappler and after the oneDNN layout pass (which turns the fused ops
-    into ``_Mkl...`` kernels), as TensorFlow's own remapper tests read them.
+    The function's graph is run once in a session that returns its
+    partition graphs: after Grappler and after the oneDNN layout pass (which
+    turns the fused ops into ``_Mkl...`` kernels), as TensorFlow's own
+    remapper tests read them.
     """
-    concrete = (function or frozen.function).get_concrete_function()
+    concrete = frozen.function.get_concrete_function()
     images = np.zeros((2, *frozen.input_spec.shape[1:]), "float32")
     metadata = tf.compat.v1.RunMetadata()
     with tf.Graph().as_default() as graph:
@@ -257,135 +251,3 @@ def test_frozen_bfloat16_follows_the_reference_and_the_model_in_its_policy(fixtu
     assert max_diff(logits, ref["logits"]) <= 0.05 * scale
     assert max_diff(logits, own) <= 0.01 * scale
     np.testing.assert_array_equal(logits.argmax(-1), ref["logits"].argmax(-1))
-
-
-def tokens_of_fixture(case="vit_token"):
-    """Tokens per image of a fixture case, from its config: patches plus the class token."""
-    config, _ = fixture_case(case)
-    (height, width), (ph, pw) = config["image_size"], config["patch_size"]
-    return (height // ph) * (width // pw) + 1
-
-
-def freeze_as_on_avx2(model, monkeypatch, dtype=None):
-    """``freeze(model)`` as on an AVX2-only CPU with oneDNN opted in (both switches patched)."""
-    monkeypatch.setattr(frozen_module, "onednn_runs", lambda dtype="float32": True)
-    monkeypatch.setattr(frozen_module, "_sgemm_wins", lambda dtype: dtype == "float32")
-    return freeze(model, dtype=dtype)
-
-
-def biased_products(function):
-    """``BiasAdd`` ops in a traced function's graph (before Grappler)."""
-    graph = function.get_concrete_function().graph.as_graph_def()
-    return [node.op for node in graph.node].count("BiasAdd")
-
-
-def test_large_batches_run_the_sgemm_trace_with_the_reference_numbers(fixtures_dir, monkeypatch):
-    # Where oneDNN's sgemm wins, a second trace has every block GEMM's bias
-    # apart (a BiasAdd is left for the head only); calls of at least
-    # LARGE_BATCH_ROWS token rows run it, smaller or unknown batches the
-    # first. Both give timm's logits.
-    _, ref = fixture_case("vit_token")
-    frozen = freeze_as_on_avx2(fixture_model(fixtures_dir), monkeypatch)
-    assert biased_products(frozen.function) == 4 * 2 + 2  # two blocks of four, embedding, head
-    assert biased_products(frozen.large_batch_function) == 1
-    tokens = tokens_of_fixture()
-    assert frozen.tokens_per_image(32, 32) == tokens
-    monkeypatch.setattr(frozen_module, "LARGE_BATCH_ROWS", 2 * tokens)
-    assert frozen.function_for((None, 32, 32, 3)) is frozen.function
-    ran = []
-    for name in ("function", "large_batch_function"):
-        traced = getattr(frozen, name)
-        setattr(frozen, name, lambda x, name=name, traced=traced: ran.append(name) or traced(x))
-    inputs = ref["inputs"]
-    for batch in (1, 2, len(inputs)):
-        assert max_diff(frozen(inputs[:batch]), ref["logits"][:batch]) <= TOL
-    assert ran == ["function"] + ["large_batch_function"] * 2
-
-
-@pytest.mark.parametrize(
-    "dtype,onednn,functional",
-    [("mixed_bfloat16", True, False), (None, False, False), (None, True, True)],
-)
-def test_no_sgemm_trace_where_it_does_not_apply(monkeypatch, dtype, onednn, functional):
-    # Only a float32 ViT frozen for oneDNN gets the second trace.
-    model = tiny()
-    if functional:
-        images = keras.Input((16, 16, 3))
-        model = keras.Model(images, model(images))
-    frozen = freeze_as_on_avx2(model, monkeypatch, dtype=dtype)
-    if not onednn:
-        monkeypatch.setattr(frozen_module, "onednn_runs", lambda dtype="float32": False)
-        frozen = freeze(model)
-    assert frozen.large_batch_function is None
-    assert frozen.function_for((4096, 16, 16, 3)) is frozen.function
-
-
-@pytest.mark.parametrize(
-    "flags,wins",
-    [
-        ({"AVX2": True, "AVX512F": False}, True),
-        ({"AVX2": True, "AVX512F": True}, False),
-        ({"AVX2": False, "AVX512F": False}, False),
-    ],
-)
-def test_sgemm_wins_on_avx2_without_avx512_in_float32(monkeypatch, flags, wins):
-    from numpy._core._multiarray_umath import __cpu_features__ as features
-
-    for flag, present in flags.items():
-        monkeypatch.setitem(features, flag, present)
-    assert frozen_module._sgemm_wins("float32") is wins
-    assert frozen_module._sgemm_wins("bfloat16") is False
-
-
-def test_tokens_per_image_of_a_dynamic_resolution_model(monkeypatch):
-    model = keras_vit.ViT(image_size=32, num_classes=3, dynamic_resolution=True, **TINY)
-    frozen = freeze_as_on_avx2(model, monkeypatch)
-    assert [frozen.tokens_per_image(size, size) for size in (32, 48)] == [4 * 4 + 1, 6 * 6 + 1]
-    monkeypatch.setattr(frozen_module, "LARGE_BATCH_ROWS", 37)
-    assert frozen.function_for((1, 48, 48, 3)) is frozen.large_batch_function
-    assert frozen.function_for((2, 32, 32, 3)) is frozen.function
-    assert frozen.function_for((1, None, None, 3)) is frozen.function
-
-
-ONEDNN_KERNELS = """
-import collections, json, sys
-sys.path[:0] = sys.argv[1:3]
-import conftest, test_frozen
-from keras_vit.model import frozen as frozen_module
-frozen = test_frozen.freeze(test_frozen.fixture_model(conftest.FIXTURES))
-_, ref = test_frozen.fixture_case("vit_token")
-report = {"onednn": frozen_module.onednn_runs(), "wins": frozen_module._sgemm_wins("float32")}
-for name in ("function", "large_batch_function"):
-    function = getattr(frozen, name)
-    if function is not None:
-        ops = [node.op for node in test_frozen.executed_nodes(frozen, function)]
-        diff = test_frozen.max_diff(function(ref["inputs"]), ref["logits"])
-        report[name] = {"ops": collections.Counter(ops), "diff": diff}
-print(json.dumps(report))
-"""
-
-
-def test_with_onednn_opted_in_the_sgemm_trace_runs_bare_products():
-    # The real thing, in a process with TF_ENABLE_ONEDNN_OPTS=1 (this suite
-    # may run without oneDNN): where oneDNN runs float32 on a CPU without
-    # AVX-512, the second trace runs every block GEMM and the embedding as
-    # oneDNN's bare MatMul and only the head fused; the first stays fused
-    # (bias + GELU / residual add). Both give timm's logits.
-    tests = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
-        [sys.executable, "-c", ONEDNN_KERNELS, str(tests / "model"), str(tests)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    if not (report["onednn"] and report["wins"]):
-        assert "large_batch_function" not in report
-        pytest.skip("oneDNN's sgemm trace is for float32 on CPUs with AVX2 and without AVX-512")
-    small, large = report["function"], report["large_batch_function"]
-    assert small["ops"]["_MklNativeFusedMatMul"] == 4 * 2 + 2 and "_MklMatMul" not in small["ops"]
-    assert large["ops"]["_MklNativeFusedMatMul"] == 1 and large["ops"]["_MklMatMul"] == 4 * 2 + 1
-    assert small["diff"] <= TOL and large["diff"] <= TOL

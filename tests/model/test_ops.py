@@ -161,38 +161,11 @@ def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype)
     )
 
 
-def test_sgemm_spelling_adds_the_bias_apart_with_the_same_numbers():
-    # In "onednn-sgemm" a 2-D GEMM's bias is not a BiasAdd of the MatMul (the
-    # pattern the remapper fuses) but an add behind a reshape; the numbers are
-    # the float64 product's. A 3-D input keeps its Einsum either way.
-    from keras_vit.model.ops import affine, spelled_for
-
-    draws = np.random.default_rng(5)
-    x, kernel = draws.normal(size=(6, 8)), draws.normal(size=(8, 5))
-    bias = draws.normal(size=(5,))
-    expected = x @ kernel + bias
-    args = [tf.constant(a, tf.float32) for a in (x, kernel, bias)]
-    for target in ("onednn", "onednn-sgemm"):
-        with spelled_for(target):
-            function = tf.function(affine)
-            graph = function.get_concrete_function(*args).graph
-            y = function(*args)
-        ops = [op.type for op in graph.get_operations()]
-        assert ops.count("MatMul") == 1
-        assert ops.count("BiasAdd") == (target == "onednn")
-        np.testing.assert_allclose(np.asarray(y), expected, atol=1e-5)
-    with spelled_for("onednn-sgemm"):
-        tokens = tf.constant(draws.normal(size=(2, 3, 8)), tf.float32)
-        y = affine(tokens, *args[1:])
-    np.testing.assert_allclose(np.asarray(y), np.asarray(tokens) @ kernel + bias, atol=1e-5)
-
-
-@pytest.mark.parametrize("target", ["onednn", "onednn-sgemm"])
-def test_onednn_spelling_is_refused_on_another_backend(monkeypatch, target):
+def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
     from keras_vit.model.ops import spelled_for
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(ValueError, match=f"'{target}' spelling is TensorFlow's; Keras runs 'jax'"):
-        spelled_for(target).__enter__()
+    with pytest.raises(ValueError, match="'onednn' spelling is TensorFlow's; Keras runs 'jax'"):
+        spelled_for("onednn").__enter__()
     with pytest.raises(ValueError, match="target must be one of"):
         spelled_for("xla").__enter__()
