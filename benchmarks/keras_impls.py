@@ -88,20 +88,21 @@ def build_keras_vit(task, precision, workdir, jit_compile=True, policy=None):
     return keras_step(task_model(task), task, jit_compile)
 
 
-def build_keras_vit_frozen(task, precision, workdir, policy=None):
+def build_keras_vit_frozen(task, precision, workdir, policy=None, jit_compile="auto"):
     """keras-vit through ``keras_vit.freeze``: the weights as graph constants (inference).
 
     The same model as ``build_keras_vit`` under the precision's policy (or
     ``policy``: ``"bfloat16"`` keeps the residual stream in bf16, as
-    OpenVINO's bf16 does); the step calls the frozen TensorFlow function (no
-    XLA), so oneDNN runs its pre-packed GEMM kernels and the weight casts
-    are folded away.
+    OpenVINO's bf16 does); the step calls the frozen function, whose weight
+    arithmetic is folded away: with ``jit_compile=False`` TensorFlow's graph
+    (oneDNN's pre-packed GEMM kernels where it runs them), with True one XLA
+    program, with ``"auto"`` what ``freeze`` picks on this machine.
     """
     import keras_vit
 
     inference_only(task, "keras-vit-frozen")
     _set_policy(precision, policy)
-    frozen = keras_vit.freeze(task_model(task))
+    frozen = keras_vit.freeze(task_model(task), jit_compile=jit_compile)
     images, _ = random_batch(task)
     return lambda: frozen(images).numpy()
 

@@ -62,8 +62,26 @@ IMPLS = {
         ("bf16",),
         True,
     ),
+    "keras-vit-frozen-graph": Impl(
+        functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=False),
+        INFERENCE,
+        ("fp32", "bf16"),
+        True,
+        quick=False,
+    ),
+    "keras-vit-frozen-xla": Impl(
+        functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=True),
+        INFERENCE,
+        ("fp32", "bf16"),
+        True,
+        quick=False,
+    ),
     "keras-vit-frozen+onednn": Impl(
-        keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True, env=ONEDNN_ON
+        functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=False),
+        INFERENCE,
+        ("fp32", "bf16"),
+        True,
+        env=ONEDNN_ON,
     ),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True

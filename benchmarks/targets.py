@@ -9,6 +9,8 @@ OURS = (
     "keras-vit-onednn-bf16w",
     "keras-vit-frozen",
     "keras-vit-frozen-bf16w",
+    "keras-vit-frozen-graph",
+    "keras-vit-frozen-xla",
     "keras-vit-frozen+onednn",
 )
 TF_PEERS = ("keras-hub", "keras-hub-xla", "vit-keras")

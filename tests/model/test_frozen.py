@@ -57,7 +57,7 @@ def test_jit_compile_runs_the_call_as_one_xla_program(fixtures_dir):
     hlo = freeze(model, jit_compile=True).function.experimental_get_compiler_ir(images)()
     assert hlo.count(" dot(") >= 4 * len(model.blocks)  # qkv, out, mlp x2 per block
     inputs = re.search(r"entry_computation_layout=\{\((.*?)\)->", hlo).group(1)
-    assert inputs.count("[") == 1 and inputs.startswith("f32[1,")  # the images; weights are literals
+    assert inputs.count("[") == 1 and inputs.startswith("f32[1,")  # images; weights are literals
     with pytest.raises(ValueError, match="jit_compile"):  # the graph is not XLA's
         freeze(model, jit_compile=False).function.experimental_get_compiler_ir(images)()
 
