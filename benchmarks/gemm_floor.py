@@ -2,12 +2,15 @@
 
     python benchmarks/gemm_floor.py                      # every task, fp32 and bf16
     python benchmarks/gemm_floor.py --task train --precision fp32
+    python benchmarks/gemm_floor.py --runtime xla        # inference, XLA's dots
     python benchmarks/gemm_floor.py --runtime openvino   # inference, OpenVINO's GEMMs
 
 The floor of a step is one program that runs every matrix product of the step
 (forward; in training also both gradients of each product), with its exact
 shape and the benchmark's precision, one after the other, and nothing else:
-a TensorFlow ``tf.function`` (oneDNN kernels) or an OpenVINO model. In
+a TensorFlow ``tf.function`` (oneDNN or Eigen kernels, or with ``--runtime
+xla`` one XLA program, as ``keras_vit.freeze(jit_compile=True)`` runs) or an
+OpenVINO model. In
 inference each dense layer's weight is a constant of its own (a model's worth
 of weights, as in ``keras_vit.freeze``'s graphs and OpenVINO's IRs: oneDNN
 prepacks constant weights), and TensorFlow runs each dense product in the
@@ -46,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 from benchmarks.gemm import GEMM_DTYPES, best_seconds  # noqa: E402
 from benchmarks.specs import TASKS, model_spec  # noqa: E402
 
-RUNTIMES = ("tensorflow", "openvino")
+RUNTIMES = ("tensorflow", "xla", "openvino")
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 FLOOR_REPEATS = 5
 
@@ -133,7 +136,7 @@ def _operands(products, constant_weights, make):
     return a_inputs, b_inputs
 
 
-def tensorflow_program(products, precision, constant_weights, biased=frozenset()):
+def tensorflow_program(products, precision, constant_weights, biased=frozenset(), xla=False):
     """One ``tf.function`` running ``products``, one at a time, nothing else.
 
     Args:
@@ -143,6 +146,7 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
             constant of its own (inference weights), else an input.
         biased: ``(m, k, n)`` of the 2-D constant-weight products that run as
             MatMul + BiasAdd (a different oneDNN primitive than a bare MatMul).
+        xla: compile the function with XLA (its dots; the weights literals).
 
     Returns:
         a no-argument callable running one step (returns when it is done).
@@ -162,7 +166,7 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
     a_inputs, b_inputs = _operands(products, constant_weights, lambda s: tf.constant(values(s)))
     shapes, inputs = list(a_inputs), [*a_inputs.values(), *(b for b in b_inputs if b is not None)]
 
-    @tf.function(autograph=False)
+    @tf.function(autograph=False, jit_compile=xla)
     def program(*tensors):
         activations = dict(zip(shapes, tensors))
         operands = iter(tensors[len(shapes) :])
@@ -238,12 +242,14 @@ def time_gemm(batch, m, k, n, precision, repeats=5, runtime="tensorflow"):
     """Best-of-``repeats`` seconds of one ``(batch, m, k) @ (batch, k, n)`` product.
 
     TensorFlow: both operands are inputs (a training product, or attention;
-    a constant-weight dense product is ``dense_forms``). OpenVINO: a 2-D
-    product's weight is a constant, as in an IR.
+    a constant-weight dense product is ``dense_forms``). XLA and OpenVINO: a
+    2-D product's weight is a constant, as in ``freeze``'s program and an IR.
     """
     products = [(batch, m, k, n)]
     if runtime == "openvino":
         return best_seconds(openvino_program(products, precision), repeats)
+    if runtime == "xla":
+        return best_seconds(tensorflow_program(products, precision, True, xla=True), repeats)
     return best_seconds(tensorflow_program(products, precision, False), repeats)
 
 
@@ -303,7 +309,8 @@ def floor_step(task, precision, runtime="tensorflow", biased=None):
     Args:
         task: a key of ``TASKS``.
         precision: ``"fp32"`` or ``"bf16"``.
-        runtime: ``"tensorflow"`` or ``"openvino"`` (inference tasks only).
+        runtime: ``"tensorflow"``, or ``"xla"`` or ``"openvino"`` (inference
+            tasks only).
         biased: TensorFlow inference: shapes that run as MatMul + BiasAdd;
             default: timed here (``faster_biased``).
 
@@ -315,11 +322,15 @@ def floor_step(task, precision, runtime="tensorflow", biased=None):
     if precision not in GEMM_DTYPES:
         raise ValueError(f"precision must be one of {tuple(GEMM_DTYPES)}, got {precision!r}.")
     training = TASKS[task][2]
-    if runtime == "openvino" and training:
-        raise ValueError(f"OpenVINO runs inference only; got the training task {task!r}.")
+    if runtime != "tensorflow" and training:
+        raise ValueError(
+            f"The {runtime} floor times inference only; got the training task {task!r}."
+        )
     products = program_order(step_gemms(task))
     if runtime == "openvino":
         return openvino_program(products, precision)
+    if runtime == "xla":
+        return tensorflow_program(products, precision, True, xla=True)
     if training:
         gemms, update = tensorflow_program(products, precision, False), optimizer_update(task)
         return lambda: (gemms(), update())
@@ -387,7 +398,7 @@ def main(argv=None):
         f"{'images/s bound':>15}"
     )
     for task in args.task:
-        if args.runtime == "openvino" and TASKS[task][2]:
+        if args.runtime != "tensorflow" and TASKS[task][2]:
             continue
         for precision in args.precision:
             floor = gemm_floor(task, precision, args.runtime)

@@ -139,6 +139,12 @@ IMPLS = {
     "gemm-floor+onednn": Impl(
         gemm_floor.build_floor, ALL_TASKS, ("fp32", "bf16"), False, env=ONEDNN_ON
     ),
+    "gemm-floor-xla": Impl(
+        functools.partial(gemm_floor.build_floor, runtime="xla"),
+        INFERENCE,
+        ("fp32", "bf16"),
+        False,
+    ),
     "gemm-floor-openvino": Impl(
         functools.partial(gemm_floor.build_floor, runtime="openvino"),
         INFERENCE,
@@ -148,9 +154,11 @@ IMPLS = {
 }
 
 #: The floor rows and the runtime whose GEMMs each one times (TensorFlow's
-#: floor is the faster of its two kernel libraries: Eigen and oneDNN).
+#: floor is the fastest of its kernel libraries, Eigen and oneDNN, and of
+#: XLA's dots: what an in-process keras-vit path can run).
 FLOORS = {
     "gemm-floor": "tensorflow",
     "gemm-floor+onednn": "tensorflow",
+    "gemm-floor-xla": "tensorflow",
     "gemm-floor-openvino": "openvino",
 }

@@ -23,9 +23,9 @@ def test_program_order_lists_every_product_layer_by_layer():
     assert products[-len(per_layer) :] == [tuple(g[1:5]) for g in per_layer]
 
 
-@pytest.mark.parametrize("constant_weights", [False, True])
-def test_tensorflow_program_runs_each_product_on_its_own_operands(constant_weights):
-    corners = gemm_floor.tensorflow_program(SAME_SHAPE, "fp32", constant_weights)()
+@pytest.mark.parametrize("constant_weights, xla", [(False, False), (True, False), (True, True)])
+def test_tensorflow_program_runs_each_product_on_its_own_operands(constant_weights, xla):
+    corners = gemm_floor.tensorflow_program(SAME_SHAPE, "fp32", constant_weights, xla=xla)()
     assert corners.shape == (CORNERS,)
     # Shared operands would give three equal products (and Grappler would run one).
     assert len(np.unique(corners)) == corners.size
@@ -53,6 +53,7 @@ def test_openvino_program_runs_each_product_on_its_own_operands():
         ("infer_b1", "fp32", "torch", "runtime must be one of"),
         ("infer_b1", "int8", "tensorflow", "precision must be one of"),
         ("train", "fp32", "openvino", "inference only"),
+        ("train", "fp32", "xla", "inference only"),
     ],
 )
 def test_floor_step_refuses_what_it_cannot_time(task, precision, runtime, message):
@@ -61,7 +62,7 @@ def test_floor_step_refuses_what_it_cannot_time(task, precision, runtime, messag
 
 
 def test_run_adds_the_floors_its_rows_are_compared_with():
-    tensorflow = ["gemm-floor", "gemm-floor+onednn"]  # Eigen's and oneDNN's kernels
+    tensorflow = ["gemm-floor", "gemm-floor+onednn", "gemm-floor-xla"]  # Eigen, oneDNN, XLA
     assert with_floors(["keras-vit-frozen"]) == ["keras-vit-frozen", *tensorflow]
     assert with_floors(["openvino", "gemm-floor"]) == [
         "openvino",
