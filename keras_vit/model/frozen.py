@@ -28,9 +28,10 @@ being literals of the compiled program (the same weight arithmetic folded
 at compile time). On a CPU without AVX-512 (an AVX2 AMD EPYC) that program
 is the faster one: XLA's dots beat TensorFlow's oneDNN and Eigen GEMM
 kernels at ViT's shapes, and its fusions run LayerNorm, GELU and softmax in
-one pass each (measured: ViT-B/16 batch 1 216 ms with XLA against 238 ms in
-the oneDNN graph, batch 16 3.51 s against 3.66 s; ``mixed_bfloat16`` 226 ms
-against 330 ms, the CPU having no bf16 instructions). ``"auto"``, the
+one pass each (``benchmarks/results/cpu_avx2_xla.json``: ViT-B/16 batch 1
+213 ms with XLA against 231 ms in the oneDNN graph, batch 16 4.62 against
+4.57 images/s; ``mixed_bfloat16`` batch 1 220 ms against 329 ms, XLA running
+its bf16 dots in float32 on a CPU without bf16 instructions). ``"auto"``, the
 default, picks XLA exactly there: on a machine without a GPU whose
 TensorFlow does not run bfloat16 with oneDNN (no AVX-512). Where it does,
 the oneDNN graph stays (its bf16 GEMMs measured twice XLA's). XLA compiles
