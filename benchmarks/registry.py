@@ -41,6 +41,13 @@ ONEDNN_ON = (("TF_ENABLE_ONEDNN_OPTS", "1"),)
 ALL_TASKS = ("infer_b1", "infer_b16", "train")
 INFERENCE = ("infer_b1", "infer_b16")
 
+
+def _frozen(jit_compile, **options):
+    """A ``keras_vit.freeze`` row (fp32 and bf16 inference) with ``jit_compile`` pinned."""
+    builder = functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=jit_compile)
+    return Impl(builder, INFERENCE, ("fp32", "bf16"), True, **options)
+
+
 IMPLS = {
     "keras-vit": Impl(keras_impls.build_keras_vit, ALL_TASKS, ("fp32", "bf16"), True),
     "keras-vit-onednn": Impl(
@@ -62,27 +69,9 @@ IMPLS = {
         ("bf16",),
         True,
     ),
-    "keras-vit-frozen-graph": Impl(
-        functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=False),
-        INFERENCE,
-        ("fp32", "bf16"),
-        True,
-        quick=False,
-    ),
-    "keras-vit-frozen-xla": Impl(
-        functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=True),
-        INFERENCE,
-        ("fp32", "bf16"),
-        True,
-        quick=False,
-    ),
-    "keras-vit-frozen+onednn": Impl(
-        functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=False),
-        INFERENCE,
-        ("fp32", "bf16"),
-        True,
-        env=ONEDNN_ON,
-    ),
+    "keras-vit-frozen-graph": _frozen(jit_compile=False, quick=False),
+    "keras-vit-frozen-xla": _frozen(jit_compile=True, quick=False),
+    "keras-vit-frozen+onednn": _frozen(jit_compile=False, env=ONEDNN_ON),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
