@@ -10,10 +10,9 @@ The floor of a step is one program that runs every matrix product of the step
 shape and the benchmark's precision, one after the other, and nothing else:
 a TensorFlow ``tf.function`` (oneDNN or Eigen kernels, or with ``--runtime
 xla`` one XLA program, as ``keras_vit.freeze(jit_compile=True)`` runs) or an
-OpenVINO model. In
-inference each dense layer's weight is a constant of its own (a model's worth
-of weights, as in ``keras_vit.freeze``'s graphs and OpenVINO's IRs: oneDNN
-prepacks constant weights), and TensorFlow runs each dense product in the
+OpenVINO model. In inference each dense layer's weight is a constant of its
+own (a model's worth of weights, as in ``keras_vit.freeze``'s graphs and
+OpenVINO's IRs: oneDNN prepacks constant weights), and TensorFlow runs each dense product in the
 faster of its two kernel forms, a bare MatMul or MatMul + BiasAdd (a
 different oneDNN primitive), picked per shape; attention's operands and
 training's products are inputs. In training the step adds the optimiser

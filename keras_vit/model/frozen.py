@@ -159,7 +159,9 @@ def freeze(model, dtype=None, jit_compile="auto"):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"freeze expects a keras.Model; got {type(model).__name__}.")
-    if not (isinstance(jit_compile, bool) or jit_compile == "auto"):
+    if not (
+        isinstance(jit_compile, bool) or (isinstance(jit_compile, str) and jit_compile == "auto")
+    ):
         raise ValueError(f"jit_compile must be True, False or 'auto'; got {jit_compile!r}.")
     if keras.backend.backend() != "tensorflow":
         raise ValueError(

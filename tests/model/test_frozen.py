@@ -145,6 +145,7 @@ def tiny():
         (lambda: freeze("ViT_B16"), TypeError, "freeze expects a keras.Model; got str"),
         (lambda: freeze(tiny(), dtype="float17"), ValueError, "got 'float17'"),
         (lambda: freeze(tiny(), jit_compile="yes"), ValueError, "True, False or 'auto'; got 'yes'"),
+        (lambda: freeze(tiny(), jit_compile=np.ones(2)), ValueError, "True, False or 'auto'"),
         (lambda: freeze(tiny())(np.zeros((1, 32, 32, 3))), ValueError, "(any, 16, 16, 3)"),
         (lambda: freeze(tiny())(np.zeros((16, 16, 3))), ValueError, "got (16, 16, 3)"),
         (lambda: freeze(tiny()).predict(np.zeros((0, 16, 16, 3))), ValueError, "batch of images"),
