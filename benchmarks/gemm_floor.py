@@ -24,7 +24,7 @@ same kernels: a target above it is out of reach on this machine, whatever
 the code does around the GEMMs.
 
 ``benchmarks/run.py`` runs the floors as jobs of every sweep (``gemm-floor``,
-``gemm-floor-openvino``), interleaved with the implementations, so that a
+``gemm-floor-xla``, ``gemm-floor-openvino``), interleaved with the implementations, so that a
 floor and the rows it bounds meet the same machine. ``--runtime openvino``
 runs the same inference products in OpenVINO's CPU plugin (weights as
 constants, ``INFERENCE_PRECISION_HINT`` of the precision): the floor of the
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,16 @@ from benchmarks.specs import TASKS, model_spec  # noqa: E402
 RUNTIMES = ("tensorflow", "xla", "openvino")
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 FLOOR_REPEATS = 5
+
+#: The XLA floor's process environment. XLA's CPU scheduler by default
+#: orders a program for concurrency: the floor's products, independent of
+#: each other, all ran first, every result alive until its corner was taken
+#: (ViT-B/16 batch 16: a 1.5 GB buffer, fresh pages at each call, the floor
+#: 15 % slower than the model it should bound). The memory-minimising
+#: scheduler runs them one after the other, each taking the previous one's
+#: buffer, as a model's products do. XLA reads the flag at its first
+#: compilation in a process.
+XLA_ONE_AT_A_TIME = (("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=false"),)
 
 
 def step_gemms(task):
@@ -145,7 +156,8 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
             constant of its own (inference weights), else an input.
         biased: ``(m, k, n)`` of the 2-D constant-weight products that run as
             MatMul + BiasAdd (a different oneDNN primitive than a bare MatMul).
-        xla: compile the function with XLA (its dots; the weights literals).
+        xla: compile the function with XLA (its dots; the weights literals),
+            one product at a time where the process has ``XLA_ONE_AT_A_TIME``.
 
     Returns:
         a no-argument callable running one step (returns when it is done).
@@ -177,11 +189,16 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
             if product[1:] in biased:
                 result = tf.nn.bias_add(result, tf.constant(values(product[3:])))
             # Only a corner comes back: copying a product out is not GEMM time.
+            # One output each: a concatenation would keep every result alive
+            # until the last product (XLA fuses the corners into it).
             corners.append(tf.reshape(result[..., :1, :1], [-1]))
-        return tf.concat(corners, 0)
+        return corners
 
-    program(*inputs).numpy()  # traced now: the weights' NumPy values are freed
-    return lambda: program(*inputs).numpy()
+    def step():
+        return np.concatenate([corner.numpy() for corner in program(*inputs)])
+
+    step()  # traced now: the weights' NumPy values are freed
+    return step
 
 
 def openvino_program(products, precision):
@@ -392,6 +409,9 @@ def main(argv=None):
     parser.add_argument("--runtime", choices=RUNTIMES, default="tensorflow")
     parser.add_argument("--verbose", action="store_true", help="print every GEMM")
     args = parser.parse_args(argv)
+    if args.runtime == "xla":  # before TensorFlow compiles anything here
+        for name, flag in XLA_ONE_AT_A_TIME:
+            os.environ[name] = f"{os.environ.get(name, '')} {flag}".strip()
     print(
         f"{'task':10} {'precision':9} {'optimizer ms':>12} {'floor ms/step':>14} "
         f"{'images/s bound':>15}"

@@ -133,6 +133,7 @@ IMPLS = {
         INFERENCE,
         ("fp32", "bf16"),
         False,
+        env=gemm_floor.XLA_ONE_AT_A_TIME,
     ),
     "gemm-floor-openvino": Impl(
         functools.partial(gemm_floor.build_floor, runtime="openvino"),

@@ -1,5 +1,10 @@
 """The GEMM-only floor of benchmarks/gemm_floor.py runs every product of a step, once each."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,3 +92,49 @@ def test_tensorflow_s_floor_is_the_faster_of_its_kernel_libraries(eigen, onednn,
     ]
     assert floors_of(rows)["infer_b16 fp32"] is rows[faster]
     assert floors_of(rows[::-1])["infer_b16 fp32"] is rows[faster]
+
+
+XLA_FLOOR_SCRIPT = """
+import sys
+from benchmarks import gemm_floor
+products = [(1, 64, 32, 48)] * 3 + [(2, 16, 8, 16)] * 2
+gemm_floor.tensorflow_program(products, "fp32", True, xla=True)()
+"""
+
+
+def _entry_schedule(dump_dir):
+    """The floor program's optimised entry computation, one instruction per line, in order."""
+    (module,) = dump_dir.glob("*inference_program*cpu_after_optimizations.txt")
+    text = module.read_text()
+    entry = text[text.index("\nENTRY ") :].splitlines()[1:]
+    return [line.split(", metadata=")[0] for line in entry if " = " in line]
+
+
+@pytest.mark.slow  # a fresh process: XLA reads its flags once
+def test_xla_floor_runs_its_products_one_at_a_time(tmp_path):
+    """Each product's result is used before the next product runs (XLA's default
+
+    schedule ran the independent products first, all their results alive at once).
+    """
+    (name, flags), *_ = gemm_floor.XLA_ONE_AT_A_TIME
+    env = {**os.environ, name: f"{flags} --xla_dump_to={tmp_path}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", XLA_FLOOR_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(gemm_floor.__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    schedule = _entry_schedule(tmp_path)
+    dots = [i for i, line in enumerate(schedule) if " dot(" in line]
+    assert len(dots) == 5
+    for dot, following in zip(dots, dots[1:]):
+        result = schedule[dot].split(" = ")[0].strip()
+        used = [
+            line
+            for line in schedule[dot + 1 : following]
+            if f"{result}," in line or f"{result})" in line
+        ]
+        assert used, f"{result} is not used before the next product:\n" + "\n".join(schedule)
