@@ -57,7 +57,7 @@ FLOOR_REPEATS = 5
 #: orders a program for concurrency: the floor's products, independent of
 #: each other, all ran first, every result alive until its corner was taken
 #: (ViT-B/16 batch 16: a 1.5 GB buffer, fresh pages at each call, the floor
-#: 15 % slower than the model it should bound). The memory-minimising
+#: 17 % slower than the model it should bound). The memory-minimising
 #: scheduler runs them one after the other, each taking the previous one's
 #: buffer, as a model's products do. XLA reads the flag at its first
 #: compilation in a process.

@@ -60,7 +60,10 @@ weights (ViT-H/14 in float32) are refused. Memory: TensorFlow keeps several
 copies of the constants (the traced graph, the optimised one, the kernels'
 tensors, oneDNN's packed weights): ViT-B/16's process peaks at ~4.5 GB
 resident (~1.0 GB for the model alone), ViT-L/16's at 15.0 GB frozen in
-bf16 and 18.9 GB in float32 (1.9 GB).
+bf16 and 18.9 GB in float32 (1.9 GB). XLA's program holds fewer: 4.3 GB
+for ViT-B/16, 12.7 GB (``mixed_bfloat16``) and 13.4 GB (float32) for
+ViT-L/16, whose batch-1 call it runs in 0.82-0.83 s against 1.42 s in
+TensorFlow's default graph on the AVX2 EPYC.
 """
 
 from __future__ import annotations
