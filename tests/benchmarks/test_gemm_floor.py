@@ -95,7 +95,6 @@ def test_tensorflow_s_floor_is_the_faster_of_its_kernel_libraries(eigen, onednn,
 
 
 XLA_FLOOR_SCRIPT = """
-import sys
 from benchmarks import gemm_floor
 products = [(1, 64, 32, 48)] * 3 + [(2, 16, 8, 16)] * 2
 gemm_floor.tensorflow_program(products, "fp32", True, xla=True)()
@@ -112,9 +111,10 @@ def _entry_schedule(dump_dir):
 
 @pytest.mark.slow  # a fresh process: XLA reads its flags once
 def test_xla_floor_runs_its_products_one_at_a_time(tmp_path):
-    """Each product's result is used before the next product runs (XLA's default
+    """Each product's result is used before the next product runs.
 
-    schedule ran the independent products first, all their results alive at once).
+    XLA's default schedule ran the independent products first, all their
+    results alive at once.
     """
     (name, flags), *_ = gemm_floor.XLA_ONE_AT_A_TIME
     env = {**os.environ, name: f"{flags} --xla_dump_to={tmp_path}", "TF_CPP_MIN_LOG_LEVEL": "3"}
