@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import gemm_floor
+from benchmarks.registry import IMPLS
 from benchmarks.run import floors_of, with_floors
 from benchmarks.specs import TASKS, model_spec
 
@@ -138,3 +139,14 @@ def test_xla_floor_runs_its_products_one_at_a_time(tmp_path):
             if f"{result}," in line or f"{result})" in line
         ]
         assert used, f"{result} is not used before the next product:\n" + "\n".join(schedule)
+
+
+def test_the_xla_floor_row_and_command_run_one_product_at_a_time(monkeypatch, capsys):
+    assert IMPLS["gemm-floor-xla"].env == gemm_floor.XLA_ONE_AT_A_TIME
+    (name, flag), *_ = gemm_floor.XLA_ONE_AT_A_TIME
+    monkeypatch.setenv(name, "--xla_cpu_use_thunk_runtime=true")  # a user's own flags stay
+    floor = dict(rows=[], optimizer_ms=0.0, step_ms=1.0, images_per_s=1.0)
+    monkeypatch.setattr(gemm_floor, "gemm_floor", lambda *args: floor)  # not timed here
+    gemm_floor.main(["--runtime", "xla", "--task", "infer_b1", "--precision", "fp32"])
+    assert os.environ[name] == f"--xla_cpu_use_thunk_runtime=true {flag}"
+    assert "infer_b1" in capsys.readouterr().out
