@@ -43,6 +43,56 @@ def test_an_openvino_step_is_marked_when_the_plugin_runs_another_precision(preci
     assert (ran == precision) == (not hasattr(step, "computes_in"))
 
 
+def _runtime_layers(compiled):
+    """The plugin's compiled graph: each layer's type, kernel and runtime precision, in order."""
+    return [
+        tuple(str(rt[key]) for key in ("layerType", "primitiveType", "runtimePrecision"))
+        for rt in (op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops())
+    ]
+
+
+def test_a_row_marked_fp32_runs_the_fp32_program():
+    # Why a target counts a row for the precision it computed in: where the
+    # bf16 hint is marked as computing in fp32, its compiled graph is the f32
+    # hint's, layer for layer; where the CPU has bf16, it is not marked.
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([2, 5, 16], np.float32)
+    rng = np.random.default_rng(0)
+    hidden = ops.matmul(x, ops.constant(rng.standard_normal((16, 32), dtype="float32")), 0, 0)
+    logits = ops.matmul(
+        ops.gelu(hidden, "erf"), ops.constant(rng.standard_normal((32, 8), "float32")), 0, 0
+    )
+    model = ov.Model([ops.softmax(logits, -1)], [x])
+    f32, bf16 = (
+        ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        for hint in ("f32", "bf16")
+    )
+    marked = getattr(marked_with_precision(lambda: None, bf16, "bf16"), "computes_in", None)
+    assert marked in (None, "fp32")
+    assert (_runtime_layers(f32) == _runtime_layers(bf16)) == (marked == "fp32")
+
+
+def test_a_target_counts_a_row_for_the_precision_it_computed_in():
+    rows = [
+        _row("keras-vit-frozen", "fp32", 220.0),
+        _row("openvino", "fp32", 240.0),
+        _row("openvino", "bf16", 230.0, computes_in="fp32"),
+    ]
+    results = {r["target"]: r for r in targets.evaluate_targets(rows)}
+    fp32 = results["fp32 infer B/16 b1 latency: keras-vit in-process vs OpenVINO"]
+    assert fp32["ratio"] == pytest.approx(230.0 / 220.0, abs=1e-3)
+    assert fp32["theirs"] == "openvino (bf16 hint) 230.0"
+    assert fp32["computes_in"] == {}
+    # A bf16 row that computed in bf16 is not an fp32 measurement.
+    rows[2] = _row("openvino", "bf16", 120.0)
+    results = {r["target"]: r for r in targets.evaluate_targets(rows)}
+    fp32 = results["fp32 infer B/16 b1 latency: keras-vit in-process vs OpenVINO"]
+    assert fp32["ratio"] == pytest.approx(240.0 / 220.0, abs=1e-3)
+    assert fp32["theirs"] == "openvino 240.0"
+
+
 def test_an_int8_step_is_never_marked():
     step = marked_with_precision(lambda: None, _compiled_matmul("f32"), "int8")
     assert not hasattr(step, "computes_in")
