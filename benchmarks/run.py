@@ -6,8 +6,10 @@
 Tasks: ViT-B/16 224 inference at batch 1 (latency) and batch 16 (images/s),
 ViT-S/16 224 training steps at batch 16 (Adam, images/s). Every job (one
 implementation x task x precision) runs in its own subprocess, jobs of all
-implementations are interleaved, and a full run repeats the sweep so that
-load from other processes hits everyone alike. On a shared machine the
+implementations are interleaved, and a full run repeats the sweep, every
+other one in reverse order, so that load from other processes and the order
+of the jobs hit everyone alike (``--no-floors`` leaves out the GEMM-only
+floors: a head-to-head of the named implementations). On a shared machine the
 fastest step is the one least disturbed, so rows report the best step of the
 best sweep (``images_per_s``, ``latency_ms``) and keep the median step
 (``median_ms``). A GEMM measured (best of 7) at the start and the end of the
@@ -51,6 +53,17 @@ def plan_jobs(impls, tasks, quick):
                 continue
             jobs.extend((name, task, precision) for precision in impl.precisions)
     return jobs
+
+
+def sweep_order(jobs, sweep):
+    """The jobs of sweep number ``sweep`` (from 0): in plan order, reversed on odd sweeps.
+
+    A fixed order gives each job the same neighbour in every sweep (OpenVINO's
+    bf16 row always right after its fp32 row); alternating it spreads what a
+    job inherits from the one before (caches, the VM's slow phases) over both
+    sides of a ratio.
+    """
+    return list(jobs) if sweep % 2 == 0 else list(reversed(jobs))
 
 
 def run_worker(args, timeout=JOB_TIMEOUT_S, module="benchmarks.worker", env=()):
@@ -221,19 +234,25 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--sweeps", type=int, help="repetitions of the whole sweep")
     parser.add_argument("--workdir", help="folder for exported models (default: temporary)")
+    parser.add_argument(
+        "--no-floors",
+        action="store_true",
+        help="leave out the GEMM-only floor rows (a head-to-head of the named impls)",
+    )
     args = parser.parse_args(argv)
     warmup, min_steps, min_time, sweeps = MODES["quick" if args.quick else "full"]
     sweeps = args.sweeps or sweeps
     workdir = args.workdir or tempfile.mkdtemp(prefix="keras_vit_bench_")
     info = machine()
-    jobs = plan_jobs(with_floors(args.impls), args.tasks, args.quick)
+    impls = args.impls if args.no_floors else with_floors(args.impls)
+    jobs = plan_jobs(impls, args.tasks, args.quick)
     started = time.time()
     gemm_runs = [measure_gemms()]
     runs = []
     try:
         prepare_exports(jobs, workdir)
         for sweep in range(sweeps):
-            for number, (impl, task, precision) in enumerate(jobs, 1):
+            for number, (impl, task, precision) in enumerate(sweep_order(jobs, sweep), 1):
                 print(
                     f"[sweep {sweep + 1}/{sweeps} job {number}/{len(jobs)}] "
                     f"{impl} {task} {precision}",
@@ -261,6 +280,7 @@ def main(argv=None):
                 variant, batch, _ = TASKS[task]
                 runs.append(
                     {
+                        "sweep": sweep + 1,
                         "impl": impl,
                         "model": f"ViT-{variant}",
                         "task": task,
