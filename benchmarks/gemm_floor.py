@@ -13,9 +13,9 @@ xla`` one XLA program, as ``keras_vit.freeze(jit_compile=True)`` runs) or an
 OpenVINO model. In inference each dense layer's weight is a constant of its
 own (a model's worth of weights, as in ``keras_vit.freeze``'s graphs and
 OpenVINO's IRs: oneDNN prepacks constant weights), and TensorFlow runs each
-dense product in the faster of its two kernel forms, a bare MatMul or MatMul
-+ BiasAdd (a different oneDNN primitive), picked per shape; attention's operands and
-training's products are inputs. In training the step adds the optimiser
+dense product in the faster of its two kernel forms, a bare MatMul or a
+MatMul with BiasAdd (a different oneDNN primitive), picked per shape;
+attention's operands and training's products are inputs. In training the step adds the optimiser
 update that every implementation of the benchmark runs (Keras Adam over the
 model's variables). Timed like any benchmark row, the program is the step of
 an implementation whose element-wise work (LayerNorm, GELU, softmax,
@@ -26,8 +26,8 @@ the code does around the GEMMs.
 ``benchmarks/run.py`` runs the floors as jobs of every sweep (``gemm-floor``,
 ``gemm-floor-xla``, ``gemm-floor-openvino``), interleaved with the
 implementations, so that a floor and the rows it bounds meet the same
-machine. ``--runtime openvino``
-runs the same inference products in OpenVINO's CPU plugin (weights as
+machine. ``--runtime openvino`` runs the same inference products in
+OpenVINO's CPU plugin (weights as
 constants, ``INFERENCE_PRECISION_HINT`` of the precision): the floor of the
 OpenVINO rows, so that a gap between keras-vit and OpenVINO splits into what
 their GEMM kernels differ by and what the code around the GEMMs costs.

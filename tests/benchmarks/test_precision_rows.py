@@ -23,19 +23,24 @@ def _kernel_precisions(compiled):
     }
 
 
-def _compiled_matmul(hint):
+def _compiled_model(hint):
+    """A small MLP (MatMul, GELU, MatMul, softmax) compiled for the CPU with ``hint``."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    x = ops.parameter([2, 16], np.float32)
-    weight = ops.constant(np.random.default_rng(0).standard_normal((16, 8), dtype="float32"))
-    model = ov.Model([ops.matmul(x, weight, False, False)], [x])
+    x = ops.parameter([2, 5, 16], np.float32)
+    rng = np.random.default_rng(0)
+    hidden = ops.matmul(x, ops.constant(rng.standard_normal((16, 32), dtype="float32")), 0, 0)
+    logits = ops.matmul(
+        ops.gelu(hidden, "erf"), ops.constant(rng.standard_normal((32, 8), "float32")), 0, 0
+    )
+    model = ov.Model([ops.softmax(logits, -1)], [x])
     return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
 
 
 @pytest.mark.parametrize("precision, hint", [("fp32", "f32"), ("bf16", "bf16")])
 def test_an_openvino_step_is_marked_when_the_plugin_runs_another_precision(precision, hint):
-    compiled = _compiled_matmul(hint)
+    compiled = _compiled_model(hint)
     step = marked_with_precision(lambda: None, compiled, precision)
     (ran,) = _kernel_precisions(compiled)
     ran = {"f32": "fp32", "bf16": "bf16"}[ran]
@@ -55,20 +60,7 @@ def test_a_row_marked_fp32_runs_the_fp32_program():
     # Why a target counts a row for the precision it computed in: where the
     # bf16 hint is marked as computing in fp32, its compiled graph is the f32
     # hint's, layer for layer; where the CPU has bf16, it is not marked.
-    import openvino as ov
-    import openvino.opset13 as ops
-
-    x = ops.parameter([2, 5, 16], np.float32)
-    rng = np.random.default_rng(0)
-    hidden = ops.matmul(x, ops.constant(rng.standard_normal((16, 32), dtype="float32")), 0, 0)
-    logits = ops.matmul(
-        ops.gelu(hidden, "erf"), ops.constant(rng.standard_normal((32, 8), "float32")), 0, 0
-    )
-    model = ov.Model([ops.softmax(logits, -1)], [x])
-    f32, bf16 = (
-        ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
-        for hint in ("f32", "bf16")
-    )
+    f32, bf16 = _compiled_model("f32"), _compiled_model("bf16")
     marked = getattr(marked_with_precision(lambda: None, bf16, "bf16"), "computes_in", None)
     assert marked in (None, "fp32")
     assert (_runtime_layers(f32) == _runtime_layers(bf16)) == (marked == "fp32")
@@ -94,13 +86,13 @@ def test_a_target_counts_a_row_for_the_precision_it_computed_in():
 
 
 def test_an_int8_step_is_never_marked():
-    step = marked_with_precision(lambda: None, _compiled_matmul("f32"), "int8")
+    step = marked_with_precision(lambda: None, _compiled_model("f32"), "int8")
     assert not hasattr(step, "computes_in")
 
 
 def test_the_openvino_floor_is_marked_like_the_rows():
     program = gemm_floor.openvino_program([(1, 4, 8, 3)], "bf16")
-    compiled = _compiled_matmul("bf16")
+    compiled = _compiled_model("bf16")
     assert getattr(program, "computes_in", "bf16") == getattr(
         marked_with_precision(lambda: None, compiled, "bf16"), "computes_in", "bf16"
     )
