@@ -240,6 +240,8 @@ def main(argv=None):
         help="leave out the GEMM-only floor rows (a head-to-head of the named impls)",
     )
     args = parser.parse_args(argv)
+    if args.sweeps is not None and args.sweeps < 1:
+        parser.error(f"--sweeps must be at least 1, got {args.sweeps}")
     warmup, min_steps, min_time, sweeps = MODES["quick" if args.quick else "full"]
     sweeps = args.sweeps or sweeps
     workdir = args.workdir or tempfile.mkdtemp(prefix="keras_vit_bench_")

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import run
 from benchmarks.registry import FLOORS
 
@@ -58,3 +60,11 @@ def test_no_floors_runs_only_the_named_impls(monkeypatch, tmp_path):
     assert {impl for impl, *_ in calls} == {"keras-vit-frozen", "openvino"}
     assert result["floors"] == {}
     assert any(t["target"].startswith("fp32 infer B/16 b1 latency") for t in result["targets"])
+
+
+@pytest.mark.parametrize("sweeps", ["0", "-1"])
+def test_a_run_of_no_sweeps_is_refused(sweeps, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--sweeps", sweeps, "--no-floors", "--impls", "openvino"])
+    assert exit_info.value.code == 2
+    assert f"--sweeps must be at least 1, got {sweeps}" in capsys.readouterr().err
