@@ -97,11 +97,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from benchmarks.registry import IMPLS
+    from benchmarks.run import job_environment
 
-    env = dict(IMPLS[args.impl].env)  # read by TensorFlow when it starts (+onednn rows)
-    if any(os.environ.get(name) != value for name, value in env.items()):
+    env = IMPLS[args.impl].env  # read by TensorFlow when it starts (+onednn rows)
+    wanted = job_environment(env, os.environ)
+    if any(os.environ.get(name) != wanted[name] for name, _ in env):
         again = sys.argv[1:] if argv is None else argv
-        os.execve(sys.executable, [sys.executable, __file__, *again], {**os.environ, **env})
+        os.execve(sys.executable, [sys.executable, __file__, *again], wanted)
     import tensorflow as tf
 
     if args.inter_op:

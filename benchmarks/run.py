@@ -66,13 +66,34 @@ def sweep_order(jobs, sweep):
     return list(jobs) if sweep % 2 == 0 else list(reversed(jobs))
 
 
+#: Environment variables that hold a list of flags: a job's flags are added
+#: to the user's (a later flag wins), not put in their place.
+FLAG_LISTS = ("XLA_FLAGS",)
+
+
+def job_environment(env, base):
+    """The environment of a job process: ``base`` with the job's ``(name, value)`` pairs.
+
+    A pair replaces ``base``'s value, except for a variable of ``FLAG_LISTS``,
+    whose job flags follow the user's own (once: a ``base`` that already ends
+    with them is kept, so a process may re-run itself under this environment).
+    """
+    job = {**base, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    for name, value in env:
+        user = base.get(name, "").strip()
+        if name in FLAG_LISTS and user:
+            value = user if user.endswith(value) else f"{user} {value}"
+        job[name] = value
+    return job
+
+
 def run_worker(args, timeout=JOB_TIMEOUT_S, module="benchmarks.worker", env=()):
     """Runs ``python -m module args`` in a fresh process; returns its ``RESULT`` row.
 
-    ``env``: ``(name, value)`` pairs added to the process environment.
+    ``env``: ``(name, value)`` pairs for the process environment (``job_environment``).
     """
     command = [sys.executable, "-m", module, *args]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow", **dict(env)}
+    env = job_environment(env, os.environ)
     try:
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout

@@ -68,3 +68,22 @@ def test_a_run_of_no_sweeps_is_refused(sweeps, capsys):
         run.main(["--sweeps", sweeps, "--no-floors", "--impls", "openvino"])
     assert exit_info.value.code == 2
     assert f"--sweeps must be at least 1, got {sweeps}" in capsys.readouterr().err
+
+
+def test_a_job_adds_its_xla_flags_to_the_users_own():
+    base = {"XLA_FLAGS": "--xla_dump_to=/tmp/dump", "TF_ENABLE_ONEDNN_OPTS": "0", "HOME": "/h"}
+    env = run.job_environment(
+        (("XLA_FLAGS", "--xla_cpu_fast"), ("TF_ENABLE_ONEDNN_OPTS", "1")), base
+    )
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/dump --xla_cpu_fast"
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "1"  # not a flag list: the job's value
+    assert env["HOME"] == "/h" and env["KERAS_BACKEND"] == "tensorflow"
+    assert run.job_environment((("XLA_FLAGS", "--xla_cpu_fast"),), {})["XLA_FLAGS"] == (
+        "--xla_cpu_fast"
+    )
+
+
+def test_a_job_environment_applied_twice_is_the_same():
+    job = (("XLA_FLAGS", "--xla_cpu_fast"),)
+    once = run.job_environment(job, {"XLA_FLAGS": "--xla_dump_to=/tmp/dump"})
+    assert run.job_environment(job, once) == once
