@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 
+from benchmarks.environment import with_variables  # noqa: E402
 from benchmarks.gemm import GEMM_DTYPES, best_seconds  # noqa: E402
 from benchmarks.specs import TASKS, model_spec  # noqa: E402
 
@@ -411,8 +412,7 @@ def main(argv=None):
     parser.add_argument("--verbose", action="store_true", help="print every GEMM")
     args = parser.parse_args(argv)
     if args.runtime == "xla":  # before TensorFlow compiles anything here
-        for name, flag in XLA_ONE_AT_A_TIME:
-            os.environ[name] = f"{os.environ.get(name, '')} {flag}".strip()
+        os.environ.update(with_variables(XLA_ONE_AT_A_TIME, os.environ))
     print(
         f"{'task':10} {'precision':9} {'optimizer ms':>12} {'floor ms/step':>14} "
         f"{'images/s bound':>15}"

@@ -96,11 +96,11 @@ def main(argv=None):
     parser.add_argument("--workdir", help="folder of exported models to reuse (run.py --workdir)")
     args = parser.parse_args(argv)
 
+    from benchmarks.environment import with_variables
     from benchmarks.registry import IMPLS
-    from benchmarks.run import job_environment
 
     env = IMPLS[args.impl].env  # read by TensorFlow when it starts (+onednn rows)
-    wanted = job_environment(env, os.environ)
+    wanted = with_variables(env, os.environ)
     if any(os.environ.get(name) != wanted[name] for name, _ in env):
         again = sys.argv[1:] if argv is None else argv
         os.execve(sys.executable, [sys.executable, __file__, *again], wanted)

@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: make ``benchmarks`` importable
 
+from benchmarks.environment import with_variables  # noqa: E402
 from benchmarks.registry import FLOORS, IMPLS  # noqa: E402
 from benchmarks.specs import TASKS  # noqa: E402
 from benchmarks.targets import evaluate_targets, format_targets  # noqa: E402
@@ -66,25 +67,13 @@ def sweep_order(jobs, sweep):
     return list(jobs) if sweep % 2 == 0 else list(reversed(jobs))
 
 
-#: Environment variables that hold a list of flags: a job's flags are added
-#: to the user's (a later flag wins), not put in their place.
-FLAG_LISTS = ("XLA_FLAGS",)
-
-
 def job_environment(env, base):
     """The environment of a job process: ``base`` with the job's ``(name, value)`` pairs.
 
-    A pair replaces ``base``'s value, except for a variable of ``FLAG_LISTS``,
-    whose job flags follow the user's own (once: a ``base`` that already ends
-    with them is kept, so a process may re-run itself under this environment).
+    TensorFlow's logs quiet and Keras on TensorFlow; the pairs set as
+    ``benchmarks.environment.with_variables`` does (flag lists extended).
     """
-    job = {**base, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    for name, value in env:
-        user = base.get(name, "").strip()
-        if name in FLAG_LISTS and user:
-            value = user if user.endswith(value) else f"{user} {value}"
-        job[name] = value
-    return job
+    return with_variables(env, {**base, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"})
 
 
 def run_worker(args, timeout=JOB_TIMEOUT_S, module="benchmarks.worker", env=()):
