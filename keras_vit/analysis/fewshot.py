@@ -204,7 +204,7 @@ def extract_features(model, dataset, verbose=1, description="batch"):
             "Few-shot evaluation needs pooled features; the model has classifier='unpooled'."
         )
     forward = tf.function(
-        lambda images: model.forward_intermediates(images)["pre_logits"],
+        lambda images: model.head_outputs(images)["pre_logits"],
         reduce_retracing=True,
     )
     cardinality = getattr(dataset, "cardinality", None)

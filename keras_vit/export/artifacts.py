@@ -162,7 +162,7 @@ def _load_keras(path):
     model = model.inference_copy()
 
     def run(images):
-        out = model.forward_intermediates(preprocess_input(images), training=False)
+        out = model.head_outputs(preprocess_input(images), training=False)
         return {"logits": out["logits"], "pre_logits": out["pre_logits"]}
 
     return Artifact(path, "keras", run, model.image_size, model.channels)

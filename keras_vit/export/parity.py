@@ -123,7 +123,7 @@ def format_parity(rows):
 
 def reference_outputs(model, samples):
     """``{"logits", "pre_logits"}`` of the float32 Keras ``model`` on ``samples`` in [0, 255]."""
-    out = model.forward_intermediates(preprocess_input(samples), training=False)
+    out = model.head_outputs(preprocess_input(samples), training=False)
     return {name: np.asarray(out[name]) for name in ("logits", "pre_logits")}
 
 

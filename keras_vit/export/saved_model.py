@@ -71,7 +71,7 @@ def classify_fn(model):
     """
 
     def classify(images):
-        out = model.forward_intermediates(preprocess_input(images), training=False)
+        out = model.head_outputs(preprocess_input(images), training=False)
         logits = out["logits"]
         return {
             "logits": logits,

@@ -449,12 +449,30 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
         """The stream ``x`` plus branch ``index``'s output ``y`` (LayerScale, drop-path, cast)."""
         return x + ops.cast(self._drop_path(self._scaled(index, y), training), x.dtype)
 
-    def call(self, x, training=None, return_attention_scores=False):
+    def call(self, x, training=None, return_attention_scores=False, output_tokens=None):
+        """The block on the stream ``x`` ``(B, T, D)``: ``(B, T, D)``, or ``(B, k, D)``.
+
+        Args:
+            x: the residual stream ``(B, T, D)``.
+            training: bool. Dropout and stochastic depth.
+            return_attention_scores: bool. Also return the float32 attention
+                weights ``(B, heads, T or k, T)``.
+            output_tokens: optional int ``k``: compute the outputs of the
+                first ``k`` tokens only, ``(B, k, D)``; their attention still
+                reads the keys and values of all ``T`` tokens, so each row is
+                the one the whole block gives. A model whose head reads the
+                class token asks this of its last block, which then skips
+                ``T - k`` rows of its MLP, output projection and queries.
+        """
         plain = self._branches_are_plain(x, training)
+        normed, context = self.norm_attention(x), None
+        if output_tokens is not None:
+            context, normed, x = normed, normed[:, :output_tokens], x[:, :output_tokens]
         y = self.attention(
-            self.norm_attention(x),
+            normed,
             training=training,
             return_attention_scores=return_attention_scores,
+            context=context,
             residual=x if plain else None,
         )
         if return_attention_scores:
@@ -469,9 +487,6 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
         if return_attention_scores:
             return x, scores
         return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {

@@ -520,6 +520,7 @@ class ViT(keras.Model):
         return_attention=False,
         block_indices=None,
         stop_early=False,
+        head_tokens_only=False,
     ):
         """Patch embeddings to the encoded sequence: prefix tokens, posemb, blocks, final norm.
 
@@ -540,6 +541,13 @@ class ViT(keras.Model):
                 None).
             stop_early: bool. Stop after the last block of ``block_indices``
                 (no ``encoded``).
+            head_tokens_only: bool. Where the head reads the class (and
+                distillation) token (``head_token_indices``), the last block
+                computes those rows only (``TransformerBlock``'s
+                ``output_tokens``) and ``encoded`` is ``(B, k, D)``, ``k`` =
+                ``len(head_token_indices)``: the same rows, without the other
+                ``T - k`` rows of the last MLP and output projection. Ignored
+                for the other classifiers.
 
         Returns:
             dict with ``with_posemb`` ``(B, T, D)``, ``block_{i}``
@@ -566,11 +574,15 @@ class ViT(keras.Model):
             x = self.position_embedding(x, grid_shape=grid_shape)
         x = out["with_posemb"] = ops.cast(x, self.variable_dtype)
         x = self.embedding_dropout(x, training=training)
+        head_rows = self.head_token_indices if head_tokens_only else None
         for i, block in enumerate(self.blocks[: last + 1]):
+            rows = len(head_rows) if head_rows and i == self.num_layers - 1 else None
             if i in attention:
-                x, out[f"attention_{i}"] = block(x, training=training, return_attention_scores=True)
+                x, out[f"attention_{i}"] = block(
+                    x, training=training, return_attention_scores=True, output_tokens=rows
+                )
             else:
-                x = block(x, training=training)
+                x = block(x, training=training, output_tokens=rows)
             if i in chosen:
                 out[f"block_{i}"] = x
         if stop_early and last < self.num_layers - 1:
@@ -669,8 +681,20 @@ class ViT(keras.Model):
         out["patch_tokens"] = encoded[:, self.num_prefix_tokens :]
         if output_format == "NHWC":
             out["patch_tokens"] = self._split_tokens(encoded, grid_shape)[1]
-        if self.classifier == "unpooled":
-            return out
+        if self.classifier != "unpooled":
+            out.update(self._pool_and_head(encoded, training, return_attention))
+        return out
+
+    def _pool_and_head(self, encoded, training=False, return_attention=False):
+        """Pooling and head of the encoded sequence ``(B, T, D)``.
+
+        Returns:
+            dict: ``pooled`` ``(B, D)``, ``pre_logits`` ``(B, R or D)``, and
+            with a top ``logits`` (DeiT adds ``logits_cls``, ``logits_dist``
+            and ``pooled_dist``); MAP models with ``return_attention`` add
+            ``attention_map`` ``(B, heads, 1, N)``.
+        """
+        out = {}
         pooled = self.pool(
             encoded, training, return_attention=bool(return_attention) and self.map_head is not None
         )
@@ -708,10 +732,38 @@ class ViT(keras.Model):
         rows, cols = grid_shape
         return prefix, ops.reshape(patches, (ops.shape(patches)[0], rows, cols, self.hidden_size))
 
-    def call(self, images, training=False):
-        out = self.forward_intermediates(images, training=training)
+    def head_outputs(self, images, training=False):
+        """The head's outputs, computing only the rows they need.
+
+        ``forward_intermediates``' ``pooled``, ``pre_logits`` and ``logits``
+        (and DeiT's ``logits_cls``, ``logits_dist``, ``pooled_dist``), with
+        the same numbers. Where the head reads the class (and distillation)
+        token, the last block computes those rows only (``encode``'s
+        ``head_tokens_only``): for ViT-B/16 at 224, 197 -> 1 rows of the last
+        MLP and output projection, about 1/12 of the network's GEMM work.
+
+        Args:
+            images: tensor ``(batch, height, width, channels)`` in [-1, 1].
+            training: bool. Training mode (dropout, stochastic depth).
+
+        Returns:
+            dict of tensors, ``(batch, ...)`` each.
+
+        Raises:
+            ValueError: for ``classifier="unpooled"`` (no head).
+        """
         if self.classifier == "unpooled":
-            return out["encoded"]
+            raise ValueError("classifier='unpooled' has no head; call the model for its tokens.")
+        out, grid_shape = self.embed_patches(images, training=training)
+        encoded = self.encode(
+            out["patches"], grid_shape, training, block_indices=(), head_tokens_only=True
+        )["encoded"]
+        return self._pool_and_head(encoded, training)
+
+    def call(self, images, training=False):
+        if self.classifier == "unpooled":
+            return self.forward_intermediates(images, training=training)["encoded"]
+        out = self.head_outputs(images, training=training)
         return out["logits"] if self.head is not None else out["pre_logits"]
 
     def predict(self, x, *args, **kwargs):

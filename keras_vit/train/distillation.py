@@ -57,7 +57,7 @@ class HardDistillation(keras.Model):
         return self.student(images, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        out = self.student.forward_intermediates(x, training=training)
+        out = self.student.head_outputs(x, training=training)
         teacher_class = ops.argmax(self.teacher(x, training=False), axis=-1)
         classes = ops.shape(out["logits_dist"])[-1]
         teacher_labels = ops.one_hot(teacher_class, classes, dtype="float32")

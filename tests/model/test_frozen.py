@@ -242,9 +242,12 @@ def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypa
 @pytest.mark.parametrize("dtype", with_onednn(None, "bfloat16", "mixed_bfloat16"))
 def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtype):
     # Both residual adds of each block run inside the GEMM before them
-    # (oneDNN's MatMul + BiasAdd + Add): no AddV2 is left but the position
-    # embedding's, and with a dynamic batch no shape arithmetic per block.
-    # Under mixed_bfloat16 the float32 stream is added to a cast of the bf16
+    # (oneDNN's MatMul + BiasAdd + Add), and with a dynamic batch no shape
+    # arithmetic per block. The last block computes the class token's row
+    # only (ViT.head_outputs): Grappler does not prove its sliced stream the
+    # same shape as the output projection's rows, so that add, of one row
+    # per image, stays an AddV2 beside the position embedding's. Under
+    # mixed_bfloat16 the float32 stream is added to a cast of the bf16
     # branch, so those adds stay.
     from keras_vit.model.blocks import TransformerBlock
 
@@ -262,8 +265,8 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
     if dtype == "mixed_bfloat16":
         assert not fused_adds and ops.count("AddV2") == 2 * blocks + 1
     else:
-        assert len(fused_adds) == 2 * blocks
-        assert ops.count("AddV2") == 1 and "AddN" not in ops
+        assert len(fused_adds) == 2 * blocks - 1
+        assert ops.count("AddV2") == 2 and "AddN" not in ops
     assert ops.count("Pack") <= 1  # the class token's broadcast to the batch
 
 
