@@ -14,6 +14,11 @@ Data flow (``ViT.forward_intermediates`` names each stage)::
       -> [Dense + tanh]              (B, R)           "pre_logits"
       -> head Dense (float32) [+ head_dist: mean]     "logits"
 
+``model(images)`` and ``ViT.head_outputs`` run the same stages but, where the
+head reads the class (and distillation) token, the last block computes those
+rows only (their attention reads every token): the same numbers, 1/L of the
+blocks' dense work less.
+
 The options of the ViT family (each documented with the checkpoints it serves
 in the class docstring) are arguments of one class: the original ViT and
 AugReg, DeiT (distillation token), DeiT-3 and DINOv2 (LayerScale, registers,
