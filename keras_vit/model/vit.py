@@ -16,7 +16,7 @@ Data flow (``ViT.forward_intermediates`` names each stage)::
 
 ``model(images)`` and ``ViT.head_outputs`` run the same stages but, where the
 head reads the class (and distillation) token, the last block computes those
-rows only (their attention reads every token): the same numbers, 1/L of the
+rows only (their attention reads every token): the same numbers, nearly 1/L of the
 blocks' dense work less.
 
 The options of the ViT family (each documented with the checkpoints it serves
