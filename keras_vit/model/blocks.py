@@ -463,7 +463,13 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
                 the one the whole block gives. A model whose head reads the
                 class token asks this of its last block, which then skips
                 ``T - k`` rows of its MLP, output projection and queries.
+
+        Raises:
+            ValueError: for an ``output_tokens`` that is not an int in
+                ``[1, T]`` (``T`` checked where the token count is static).
         """
+        if output_tokens is not None:
+            output_tokens = integer(output_tokens, "output_tokens", 1, x.shape[1])
         plain = self._branches_are_plain(x, training)
         normed, context = self.norm_attention(x), None
         if output_tokens is not None:

@@ -550,9 +550,9 @@ class ViT(keras.Model):
                 distillation) token (``head_token_indices``), the last block
                 computes those rows only (``TransformerBlock``'s
                 ``output_tokens``) and ``encoded`` is ``(B, k, D)``, ``k`` =
-                ``len(head_token_indices)``: the same rows, without the other
-                ``T - k`` rows of the last MLP and output projection. Ignored
-                for the other classifiers.
+                ``len(head_token_indices)`` (so is ``block_{L-1}`` when asked):
+                the same rows, without the other ``T - k`` rows of the last
+                MLP and output projection. Ignored for the other classifiers.
 
         Returns:
             dict with ``with_posemb`` ``(B, T, D)``, ``block_{i}``

@@ -85,3 +85,11 @@ def test_block_output_tokens_shape_is_known_symbolically():
     tokens = keras.Input((7, 16))
     assert tuple(block(tokens, output_tokens=3).shape) == (None, 3, 16)
     assert tuple(block(tokens).shape) == (None, 7, 16)
+
+
+@pytest.mark.parametrize("output_tokens", [0, -1, 8, 1.5, True, "1"])
+def test_block_refuses_output_tokens_outside_one_to_the_token_count(output_tokens):
+    block = vit_blocks.TransformerBlock(4, 32)
+    x = rng.normal(size=(2, 7, 16)).astype("float32")
+    with pytest.raises(ValueError, match="output_tokens"):
+        block(x, output_tokens=output_tokens)
