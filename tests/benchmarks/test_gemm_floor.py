@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,39 @@ def test_program_order_lists_every_product_layer_by_layer():
     products = gemm_floor.program_order(gemms)
     assert len(products) == sum(count for *_, count in gemms)
     layers = model_spec(TASKS["infer_b1"][0])["num_layers"]
-    per_layer = [g for g in gemms if g[-1] == layers]
+    per_layer = [g for g in gemms if g[-1] == layers - 1]  # the last block is a one-off
     # Layer 0 holds the one-off products too; every later layer repeats the same sequence.
     assert products[-len(per_layer) :] == [tuple(g[1:5]) for g in per_layer]
+
+
+def _graph_products(graph):
+    """``(batch, m, k, n)`` of every MatMul and BatchMatMulV2 in a graph and its functions."""
+    products = []
+    for op in graph.get_operations():
+        if op.type in ("MatMul", "BatchMatMulV2"):
+            (*batch, m, k), (*_, n) = (tuple(tensor.shape) for tensor in op.inputs)
+            products.append((int(np.prod(batch)), m, k, n))
+    for function in graph._functions.values():
+        products += _graph_products(function.graph)
+    return products
+
+
+def test_the_floor_runs_the_products_of_keras_vit_s_forward_pass():
+    """The model's traced graph, not the floor's own arithmetic, says which products a step has."""
+    import tensorflow as tf
+
+    from benchmarks.keras_impls import random_batch
+    from keras_vit.model.factories import build_variant
+
+    variant, batch, _ = TASKS["infer_b1"]
+    model = build_variant(variant, image_size=model_spec(variant)["image_size"])
+    images, _ = random_batch("infer_b1")
+    forward = tf.function(lambda x: model(x, training=False))
+    graph = forward.get_concrete_function(tf.TensorSpec(images.shape, tf.float32)).graph
+    expected = Counter(_graph_products(graph))
+    floor = Counter(gemm_floor.program_order(gemm_floor.step_gemms("infer_b1")))
+    assert floor == expected
+    assert (batch * 12, 1, 64, 197) in floor  # the last block's one query row per head
 
 
 @pytest.mark.parametrize("constant_weights, xla", [(False, False), (True, False), (True, True)])
