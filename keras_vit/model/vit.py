@@ -691,7 +691,11 @@ class ViT(keras.Model):
         return out
 
     def _pool_and_head(self, encoded, training=False, return_attention=False):
-        """Pooling and head of the encoded sequence ``(B, T, D)``.
+        """Pooling and head of the encoded sequence ``(B, T, D)`` or its head's rows ``(B, k, D)``.
+
+        The head's rows are the first ``k`` (``head_token_indices``), as
+        ``encode(..., head_tokens_only=True)`` returns them; ``pool`` reads
+        the class (and distillation) token at the same indices in both.
 
         Returns:
             dict: ``pooled`` ``(B, D)``, ``pre_logits`` ``(B, R or D)``, and
