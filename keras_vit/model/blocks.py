@@ -25,7 +25,14 @@ import keras
 from keras import initializers, layers, ops
 
 from keras_vit.model.layers import LayerNorm, ResidualStreamInput
-from keras_vit.model.ops import affine, fused_gelu, fused_softmax, rows_like, spelling
+from keras_vit.model.ops import (
+    affine,
+    fused_gelu,
+    fused_softmax,
+    rows_like,
+    spelling,
+    wide_affine,
+)
 from keras_vit.validation import integer, number
 
 _PACKAGE = "keras_vit"
@@ -288,7 +295,8 @@ class MlpBlock(layers.Layer):
             hidden = dense(self.dense_0, tokens)
             hidden = fused_gelu(hidden, self.approximate_gelu, training=training)
             hidden = self.dropout(hidden, training=training)
-            return self.dropout(dense(self.dense_1, hidden), training=training)
+            output = wide_affine(hidden, self.dense_1.kernel, self.dense_1.bias)
+            return self.dropout(output, training=training)
 
         return on_tokens(mlp, x, residual)
 

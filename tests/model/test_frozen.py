@@ -246,9 +246,11 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
     # arithmetic per block. The last block computes the class token's row
     # only (ViT.head_outputs): Grappler does not prove its sliced stream the
     # same shape as the output projection's rows, so that add, of one row
-    # per image, stays an AddV2 beside the position embedding's. Under
-    # mixed_bfloat16 the float32 stream is added to a cast of the bf16
-    # branch, so those adds stay.
+    # per image, stays an AddV2 beside the position embedding's. In bf16
+    # each MLP's output GEMM is a 1x1 convolution with its bias (ops.
+    # wide_affine), its residual add an AddV2. Under mixed_bfloat16 the
+    # float32 stream is added to a cast of the bf16 branch, so those adds
+    # stay.
     from keras_vit.model.blocks import TransformerBlock
 
     model = fixture_model(fixtures_dir)
@@ -262,11 +264,21 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
         if node.op == "_MklNativeFusedMatMul"
         and list(node.attr["fused_ops"].list.s) == [b"BiasAdd", b"Add"]
     ]
+    convolutions = [
+        node
+        for node in nodes
+        if node.op == "_MklNativeFusedConv2D"
+        and list(node.attr["fused_ops"].list.s) == [b"BiasAdd"]
+    ]
     if dtype == "mixed_bfloat16":
         assert not fused_adds and ops.count("AddV2") == 2 * blocks + 1
+    elif dtype == "bfloat16":
+        assert len(fused_adds) == blocks - 1
+        assert ops.count("AddV2") == 2 + blocks and "AddN" not in ops
     else:
         assert len(fused_adds) == 2 * blocks - 1
         assert ops.count("AddV2") == 2 and "AddN" not in ops
+    assert len(convolutions) == (0 if dtype is None else blocks)
     assert ops.count("Pack") <= 1  # the class token's broadcast to the batch
 
 

@@ -161,6 +161,43 @@ def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype)
     )
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_wide_affine_is_a_1x1_convolution_for_onednn_in_bfloat16_only(dtype):
+    # The MLP's output GEMM: in the oneDNN spelling a bfloat16 input runs as
+    # a 1x1 Conv2D over (1, n, 1, H), whose products are the same sums as
+    # the MatMul's; float32 and the default spelling keep the MatMul. Both
+    # against a float64 x @ kernel + bias, within bfloat16's roundings of the
+    # inputs, the kernel and the result (the rows are a dynamic batch).
+    from keras_vit.model.ops import spelled_for, wide_affine
+
+    local = np.random.default_rng(4)
+    x = tf.constant(local.normal(size=(7, 48)).astype("float32"), dtype)
+    kernel, bias = local.normal(size=(48, 16)).astype("float32"), local.normal(size=16)
+    bias = bias.astype("float32")
+    spec = tf.TensorSpec((None, 48), dtype)
+    results, graphs = {}, {}
+    for target in ("default", "onednn"):
+        with spelled_for(target):
+            function = tf.function(lambda x: wide_affine(x, kernel, bias), input_signature=[spec])
+            graphs[target] = function.get_concrete_function().graph
+        results[target] = function(x)
+    op_types = {name: {op.type for op in graph.get_operations()} for name, graph in graphs.items()}
+    assert "Conv2D" not in op_types["default"] and "MatMul" in op_types["default"]
+    if dtype == "bfloat16":
+        assert "Conv2D" in op_types["onednn"] and "MatMul" not in op_types["onednn"]
+    else:
+        assert op_types["onednn"] == op_types["default"]
+    values = np.asarray(tf.cast(x, "float64"))
+    rounded_kernel = np.asarray(tf.cast(tf.cast(kernel, dtype), "float64"))
+    exact = values @ rounded_kernel + bias
+    magnitude = np.abs(values) @ np.abs(rounded_kernel) + np.abs(bias)
+    roundoff = BF16_ROUNDOFF if dtype == "bfloat16" else 2.0**-23
+    for result in results.values():
+        assert result.dtype == x.dtype and tuple(result.shape) == (7, 16)
+        error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
+        assert np.all(error <= 4 * roundoff * magnitude + 1e-6), float(np.max(error))
+
+
 def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
     from keras_vit.model.ops import spelled_for
 
