@@ -13,9 +13,10 @@ xla`` one XLA program, as ``keras_vit.freeze(jit_compile=True)`` runs) or an
 OpenVINO model. In inference each dense layer's weight is a constant of its
 own (a model's worth of weights, as in ``keras_vit.freeze``'s graphs and
 OpenVINO's IRs: oneDNN prepacks constant weights), and TensorFlow runs each
-dense product in the faster of its two kernel forms, a bare MatMul or a
-MatMul with BiasAdd (a different oneDNN primitive), picked per shape;
-attention's operands and training's products are inputs. In training the step adds the optimiser
+dense product in the fastest of its kernel forms (``DENSE_FORMS``: a bare
+MatMul, a MatMul with BiasAdd and a 1x1 Conv2D with BiasAdd, three oneDNN
+primitives), picked per shape; attention's operands and training's products
+are inputs. In training the step adds the optimiser
 update that every implementation of the benchmark runs (Keras Adam over the
 model's variables). Timed like any benchmark row, the program is the step of
 an implementation whose element-wise work (LayerNorm, GELU, softmax,
@@ -56,6 +57,11 @@ OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 #: Rows per image the head reads from the last block: the benchmark's ViT's class token.
 HEAD_TOKENS = 1
 FLOOR_REPEATS = 5
+#: How a constant-weight 2-D product can run in TensorFlow: a bare MatMul
+#: (oneDNN's matmul primitive), a MatMul + BiasAdd (its inner product) or a
+#: 1x1 Conv2D + BiasAdd over the rows as one image (its 1x1 convolution,
+#: what ``keras_vit.freeze`` runs the bf16 MLP's output GEMM as).
+DENSE_FORMS = ("bare", "biased", "convolution")
 
 #: The XLA floor's process environment. XLA's CPU scheduler by default
 #: orders a program for concurrency: the floor's products, independent of
@@ -167,7 +173,7 @@ def _operands(products, constant_weights, make):
     return a_inputs, b_inputs
 
 
-def tensorflow_program(products, precision, constant_weights, biased=frozenset(), xla=False):
+def tensorflow_program(products, precision, constant_weights, forms=None, xla=False):
     """One ``tf.function`` running ``products``, one at a time, nothing else.
 
     Args:
@@ -175,8 +181,8 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
         precision: ``"fp32"`` or ``"bf16"``.
         constant_weights: a 2-D product's ``(k, n)`` operand is a graph
             constant of its own (inference weights), else an input.
-        biased: ``(m, k, n)`` of the 2-D constant-weight products that run as
-            MatMul + BiasAdd (a different oneDNN primitive than a bare MatMul).
+        forms: ``{(m, k, n): form}``, the ``DENSE_FORMS`` entry each 2-D
+            constant-weight product of that shape runs as (default "bare").
         xla: compile the function with XLA (its dots; the weights literals),
             one product at a time where the process has ``XLA_ONE_AT_A_TIME``.
 
@@ -206,9 +212,9 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
         for product, given in zip(products, b_inputs):
             shape_a, _ = _operand_shapes(product, constant_weights)
             b = tf.constant(values(product[2:])) if given is None else next(operands)
-            result = tf.matmul(activations[shape_a], b)
-            if product[1:] in biased:
-                result = tf.nn.bias_add(result, tf.constant(values(product[3:])))
+            form = (forms or {}).get(product[1:], "bare") if given is None else "bare"
+            bias = None if form == "bare" else tf.constant(values(product[3:]))
+            result = _dense(activations[shape_a], b, form, bias)
             # Only a corner comes back: copying a product out is not GEMM time.
             # One output each: a concatenation would keep every result alive
             # until the last product (XLA fuses the corners into it).
@@ -220,6 +226,19 @@ def tensorflow_program(products, precision, constant_weights, biased=frozenset()
 
     step()  # traced now: the weights' NumPy values are freed
     return step
+
+
+def _dense(a, b, form, bias):
+    """``a @ b``, ``(m, k) @ (k, n)``, as ``form`` (``DENSE_FORMS``); ``bias`` ``(n,)`` or None."""
+    import tensorflow as tf
+
+    if form == "bare":
+        return tf.matmul(a, b)
+    if form == "biased":
+        return tf.nn.bias_add(tf.matmul(a, b), bias)
+    (m, k), n = a.shape, b.shape[-1]
+    image, filters = tf.reshape(a, (1, m, 1, k)), tf.reshape(b, (1, 1, k, n))
+    return tf.reshape(tf.nn.bias_add(tf.nn.conv2d(image, filters, 1, "VALID"), bias), (m, n))
 
 
 def openvino_program(products, precision):
@@ -291,27 +310,29 @@ def time_gemm(batch, m, k, n, precision, repeats=5, runtime="tensorflow"):
 
 
 def dense_forms(m, k, n, precision, repeats=5):
-    """Seconds of a constant-weight 2-D product as a bare MatMul and with a BiasAdd.
+    """Seconds of a constant-weight 2-D product in each of ``DENSE_FORMS``.
 
     Returns:
-        ``{"bare": seconds, "biased": seconds}`` (best of ``repeats`` each).
+        ``{form: seconds}`` (best of ``repeats`` each).
     """
     products = [(1, m, k, n)]
     return {
-        form: best_seconds(tensorflow_program(products, precision, True, biased), repeats)
-        for form, biased in (("bare", frozenset()), ("biased", frozenset({(m, k, n)})))
+        form: best_seconds(
+            tensorflow_program(products, precision, True, {(m, k, n): form}), repeats
+        )
+        for form in DENSE_FORMS
     }
 
 
-def biased_shapes(forms):
-    """The shapes of ``{(m, k, n): dense_forms(...)}`` that are faster with a BiasAdd."""
-    return frozenset(shape for shape, times in forms.items() if times["biased"] < times["bare"])
+def fastest_forms(times):
+    """``{(m, k, n): form}``, each shape's fastest: ``times`` ``{(m, k, n): dense_forms(...)}``."""
+    return {shape: min(forms, key=forms.get) for shape, forms in times.items()}
 
 
-def faster_biased(products, precision):
-    """The ``(m, k, n)`` of the 2-D constant-weight products faster with a BiasAdd."""
+def timed_forms(products, precision):
+    """``fastest_forms`` of the 2-D constant-weight products, each shape timed here."""
     shapes = {product[1:] for product in products if product[0] == 1}
-    return biased_shapes({shape: dense_forms(*shape, precision) for shape in shapes})
+    return fastest_forms({shape: dense_forms(*shape, precision) for shape in shapes})
 
 
 def time_optimizer_update(task, repeats=7):
@@ -340,7 +361,7 @@ def optimizer_update(task):
     return step
 
 
-def floor_step(task, precision, runtime="tensorflow", biased=None):
+def floor_step(task, precision, runtime="tensorflow", forms=None):
     """The GEMM-only step of a task: its products in one program (+ Adam in training).
 
     Args:
@@ -348,8 +369,8 @@ def floor_step(task, precision, runtime="tensorflow", biased=None):
         precision: ``"fp32"`` or ``"bf16"``.
         runtime: ``"tensorflow"``, or ``"xla"`` or ``"openvino"`` (inference
             tasks only).
-        biased: TensorFlow inference: shapes that run as MatMul + BiasAdd;
-            default: timed here (``faster_biased``).
+        forms: TensorFlow inference: ``{(m, k, n): form}`` of the dense
+            products (``DENSE_FORMS``); default: timed here (``timed_forms``).
 
     Returns:
         a no-argument callable running one step.
@@ -371,9 +392,9 @@ def floor_step(task, precision, runtime="tensorflow", biased=None):
     if training:
         gemms, update = tensorflow_program(products, precision, False), optimizer_update(task)
         return lambda: (gemms(), update())
-    if biased is None:
-        biased = faster_biased(products, precision)
-    return tensorflow_program(products, precision, True, biased)
+    if forms is None:
+        forms = timed_forms(products, precision)
+    return tensorflow_program(products, precision, True, forms)
 
 
 def build_floor(task, precision, workdir, runtime="tensorflow"):
@@ -411,7 +432,7 @@ def gemm_floor(task, precision, runtime="tensorflow"):
                 gflops=round(2 * batch * m * k * n / seconds / 1e9, 1),
             )
         )
-    step = best_seconds(floor_step(task, precision, runtime, biased_shapes(forms)), FLOOR_REPEATS)
+    step = best_seconds(floor_step(task, precision, runtime, fastest_forms(forms)), FLOOR_REPEATS)
     optimizer = time_optimizer_update(task) if training else 0.0
     return dict(
         rows=rows,

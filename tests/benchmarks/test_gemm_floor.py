@@ -66,12 +66,26 @@ def test_tensorflow_program_runs_each_product_on_its_own_operands(constant_weigh
     assert len(np.unique(corners)) == corners.size
 
 
-def test_tensorflow_program_fuses_a_bias_only_where_asked():
+def test_tensorflow_program_runs_each_dense_form_where_asked():
+    # A bias only where asked; the convolution is the biased product's sum
+    # (same operands, same bias), its corner equal to float32 rounding.
     products = [(1, 6, 4, 3)]
-    bare = gemm_floor.tensorflow_program(products, "fp32", True)()
-    biased = gemm_floor.tensorflow_program(products, "fp32", True, frozenset({(6, 4, 3)}))()
-    assert bare.shape == biased.shape == (1,)
-    assert bare[0] != biased[0]
+    corners = {
+        form: gemm_floor.tensorflow_program(products, "fp32", True, {(6, 4, 3): form})()
+        for form in gemm_floor.DENSE_FORMS
+    }
+    assert gemm_floor.tensorflow_program(products, "fp32", True)() == corners["bare"]
+    assert all(corner.shape == (1,) for corner in corners.values())
+    assert corners["bare"][0] != corners["biased"][0]
+    np.testing.assert_allclose(corners["convolution"], corners["biased"], rtol=1e-5)
+
+
+def test_fastest_forms_picks_each_shape_s_fastest_form():
+    times = {
+        (6, 4, 3): {"bare": 2.0, "biased": 1.0, "convolution": 3.0},
+        (1, 2, 3): {"bare": 1.0, "biased": 2.0, "convolution": 0.5},
+    }
+    assert gemm_floor.fastest_forms(times) == {(6, 4, 3): "biased", (1, 2, 3): "convolution"}
 
 
 def test_openvino_program_runs_each_product_on_its_own_operands():
