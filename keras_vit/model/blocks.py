@@ -27,11 +27,11 @@ from keras import initializers, layers, ops
 from keras_vit.model.layers import LayerNorm, ResidualStreamInput
 from keras_vit.model.ops import (
     affine,
+    block_affine,
     fused_gelu,
     fused_softmax,
     rows_like,
     spelling,
-    wide_affine,
 )
 from keras_vit.validation import integer, number
 
@@ -231,7 +231,11 @@ class MultiHeadSelfAttention(layers.Layer):
             attended = ops.dot_product_attention(q, k, v, scale=1.0)
         attended = ops.reshape(attended, (-1, ops.shape(x)[1], hidden))
         kernel = ops.reshape(self.out_kernel, (hidden, hidden))
-        out = on_tokens(lambda values: affine(values, kernel, self.out_bias), attended, residual)
+        out = on_tokens(
+            lambda values: block_affine(values, kernel, self.out_bias, "attention_output"),
+            attended,
+            residual,
+        )
         if return_attention_scores:
             return out, scores
         return out
@@ -295,7 +299,7 @@ class MlpBlock(layers.Layer):
             hidden = dense(self.dense_0, tokens)
             hidden = fused_gelu(hidden, self.approximate_gelu, training=training)
             hidden = self.dropout(hidden, training=training)
-            output = wide_affine(hidden, self.dense_1.kernel, self.dense_1.bias)
+            output = block_affine(hidden, self.dense_1.kernel, self.dense_1.bias, "mlp_output")
             return self.dropout(output, training=training)
 
         return on_tokens(mlp, x, residual)

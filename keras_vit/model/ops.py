@@ -4,7 +4,9 @@ Kernels (``keras.ops`` only): ``gelu`` (exact GELU spelled with ``erf``,
 or the tanh approximation), ``softmax_float32`` and ``layer_norm``; and
 ``affine`` (``x @ kernel + bias``) with ``bias_add`` / ``rows_like``, the
 forms of a GEMM's bias and of its input rows under which TensorFlow's
-remapper fuses the bias, and a residual add, into the GEMM.
+remapper fuses the bias, and a residual add, into the GEMM; and
+``block_affine``, a block's output GEMMs (TensorFlow ops in the oneDNN
+spelling).
 
 Fusion: on the TensorFlow backend without ``jit_compile`` (the fastest
 setting on CPU, where oneDNN runs the GEMMs, bf16 included), every
@@ -27,9 +29,10 @@ LayerNorm as one MVN kernel (see ``layer_norm``), and every GEMM on 3-D
 tokens with separate query, key and value products (see
 ``keras_vit.model.blocks``). Inside ``spelled_for("onednn")`` (what
 ``keras_vit.freeze`` traces where TensorFlow runs oneDNN) each LayerNorm is
-the form Grappler fuses into one ``_MklLayerNorm`` kernel, and LayerNorm and
+the form Grappler fuses into one ``_MklLayerNorm`` kernel, LayerNorm and
 softmax take a bf16 input without casts (oneDNN's kernels compute it in
-float32). Every other graph (exports included) keeps the default.
+float32), and some block GEMMs are 1x1 convolutions (``block_affine``).
+Every other graph (exports included) keeps the default.
 """
 
 from __future__ import annotations
@@ -184,30 +187,40 @@ def rows_like(x, matrix):
     return ops.reshape(x, ops.shape(matrix))
 
 
-def wide_affine(x, kernel, bias):
-    """``affine`` for the GEMM of a wide input, the MLP's output: ``(n, H) -> (n, E)``.
+#: The block GEMMs that ``spelled_for("onednn")`` runs as 1x1 convolutions, by
+#: compute dtype (``block_affine``): where oneDNN's 1x1 convolution beat the
+#: fused MatMul's inner product at ViT-B/16's shapes (an AVX512-BF16 AMD EPYC).
+CONVOLUTION_GEMMS = {"bfloat16": ("mlp_output",), "float32": ("attention_output",)}
+#: The GEMMs ``block_affine`` takes.
+BLOCK_GEMMS = ("attention_output", "mlp_output")
 
-    Inside ``spelled_for("onednn")`` on a 2-D bfloat16 ``x`` it is a 1x1
-    ``Conv2D`` over the rows as one ``(1, n, 1, H)`` NHWC image, with a
-    ``BiasAdd``. TensorFlow runs a MatMul fused with its bias (and a
-    residual add) as oneDNN's inner-product kernel, and this convolution
-    (``_MklNativeFusedConv2D`` with its bias) as oneDNN's 1x1 brgemm
-    convolution, faster at this shape: ViT-B/16's 197 x 3072 x 768 GEMM in
-    2.1 ms against 2.9-3.0 (an AVX512-BF16 AMD EPYC; the frozen bf16 step
-    1.06x faster at batch 1, level at batch 16). The residual add after it
-    is then an op of its own (0.05 ms at batch 1): with a dynamic batch
-    Grappler cannot prove the convolution's rows the same as the stream's,
-    the condition for fusing the add. With the rows as the batch,
-    ``(n, 1, 1, H)``, the convolution is 1.7x slower. Not in float32 (as
-    fast or slower), nor for the GEMMs of a ``D``-wide input (QKV and
-    output projection: level), nor the MLP's first, whose GELU the
-    convolution does not fuse. Elsewhere ``affine(x, kernel, bias)``.
+
+def block_affine(x, kernel, bias, gemm):
+    """``affine`` of a block's GEMM ``gemm``: ``(n, D) -> (n, E)``.
+
+    ``gemm`` is one of ``BLOCK_GEMMS``. Inside
+    ``spelled_for("onednn")``, where ``CONVOLUTION_GEMMS`` lists it for the
+    2-D ``x``'s dtype, it is a 1x1 ``Conv2D`` over the rows as one
+    ``(1, n, 1, D)`` NHWC image, with a ``BiasAdd``: TensorFlow runs a
+    MatMul fused with its bias (and a residual add) as oneDNN's inner-product
+    kernel, and this convolution (``_MklNativeFusedConv2D``) as its 1x1
+    brgemm convolution. Measured on ViT-B/16 at batch 1 (the frozen step):
+    the bf16 MLP output GEMM, 197 x 3072 x 768, 2.1 ms a call against
+    2.9-3.0 (the step 1.06x faster), and the float32 attention output
+    projection, 197 x 768 x 768 (the step 1.018x faster); both level at
+    batch 16. The same forms gained nothing elsewhere (bf16 QKV and output
+    projection, float32 MLP), and the MLP's first GEMM keeps the MatMul,
+    whose GELU the convolution does not fuse. The residual add after a
+    convolution is an op of its own (0.05 ms at batch 1): with a dynamic
+    batch Grappler cannot prove the convolution's rows the same as the
+    stream's, the condition for fusing it. With the rows as the batch,
+    ``(n, 1, 1, D)``, the convolution was 1.7x slower. Elsewhere
+    ``affine(x, kernel, bias)``.
     """
-    if (
-        spelling() != "onednn"
-        or len(x.shape) != 2
-        or keras.backend.standardize_dtype(x.dtype) != "bfloat16"
-    ):
+    if gemm not in BLOCK_GEMMS:
+        raise ValueError(f"gemm must be one of {BLOCK_GEMMS}; got {gemm!r}.")
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if spelling() != "onednn" or len(x.shape) != 2 or gemm not in CONVOLUTION_GEMMS.get(dtype, ()):
         return affine(x, kernel, bias)
     import tensorflow as tf
 

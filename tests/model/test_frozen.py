@@ -246,11 +246,11 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
     # arithmetic per block. The last block computes the class token's row
     # only (ViT.head_outputs): Grappler does not prove its sliced stream the
     # same shape as the output projection's rows, so that add, of one row
-    # per image, stays an AddV2 beside the position embedding's. In bf16
-    # each MLP's output GEMM is a 1x1 convolution with its bias (ops.
-    # wide_affine), its residual add an AddV2. Under mixed_bfloat16 the
-    # float32 stream is added to a cast of the bf16 branch, so those adds
-    # stay.
+    # per image, stays an AddV2 beside the position embedding's. Each
+    # block's MLP output GEMM in bf16, and attention output projection in
+    # float32, is a 1x1 convolution with its bias (ops.block_affine), its
+    # residual add an AddV2. Under mixed_bfloat16 the float32 stream is
+    # added to a cast of the bf16 branch, so those adds stay.
     from keras_vit.model.blocks import TransformerBlock
 
     model = fixture_model(fixtures_dir)
@@ -272,13 +272,12 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
     ]
     if dtype == "mixed_bfloat16":
         assert not fused_adds and ops.count("AddV2") == 2 * blocks + 1
-    elif dtype == "bfloat16":
-        assert len(fused_adds) == blocks - 1
-        assert ops.count("AddV2") == 2 + blocks and "AddN" not in ops
-    else:
-        assert len(fused_adds) == 2 * blocks - 1
-        assert ops.count("AddV2") == 2 and "AddN" not in ops
-    assert len(convolutions) == (0 if dtype is None else blocks)
+    elif dtype == "bfloat16":  # the MLPs' adds apart
+        assert len(fused_adds) == blocks - 1 and ops.count("AddV2") == 2 + blocks
+    else:  # float32: the attention's adds apart (the last block's was)
+        assert len(fused_adds) == blocks and ops.count("AddV2") == 1 + blocks
+    assert "AddN" not in ops
+    assert len(convolutions) == blocks
     assert ops.count("Pack") <= 1  # the class token's broadcast to the batch
 
 

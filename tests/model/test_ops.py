@@ -161,14 +161,23 @@ def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype)
     )
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_wide_affine_is_a_1x1_convolution_for_onednn_in_bfloat16_only(dtype):
-    # The MLP's output GEMM: in the oneDNN spelling a bfloat16 input runs as
-    # a 1x1 Conv2D over (1, n, 1, H), whose products are the same sums as
-    # the MatMul's; float32 and the default spelling keep the MatMul. Both
-    # against a float64 x @ kernel + bias, within bfloat16's roundings of the
-    # inputs, the kernel and the result (the rows are a dynamic batch).
-    from keras_vit.model.ops import spelled_for, wide_affine
+@pytest.mark.parametrize(
+    "dtype, gemm, convolution",
+    [
+        ("bfloat16", "mlp_output", True),
+        ("bfloat16", "attention_output", False),
+        ("float32", "attention_output", True),
+        ("float32", "mlp_output", False),
+    ],
+)
+def test_block_affine_is_a_1x1_convolution_where_onednn_runs_that_faster(dtype, gemm, convolution):
+    # The GEMMs measured faster as oneDNN's 1x1 convolution (bf16 MLP
+    # output, float32 attention output projection) are a Conv2D over
+    # (1, n, 1, D) in the oneDNN spelling, the same sums as the MatMul's;
+    # the others, and every GEMM in the default spelling, keep the MatMul.
+    # Both against a float64 x @ kernel + bias, within the dtype's roundings
+    # of the result (the rows a dynamic batch).
+    from keras_vit.model.ops import block_affine, spelled_for
 
     local = np.random.default_rng(4)
     x = tf.constant(local.normal(size=(7, 48)).astype("float32"), dtype)
@@ -178,12 +187,14 @@ def test_wide_affine_is_a_1x1_convolution_for_onednn_in_bfloat16_only(dtype):
     results, graphs = {}, {}
     for target in ("default", "onednn"):
         with spelled_for(target):
-            function = tf.function(lambda x: wide_affine(x, kernel, bias), input_signature=[spec])
+            function = tf.function(
+                lambda x: block_affine(x, kernel, bias, gemm), input_signature=[spec]
+            )
             graphs[target] = function.get_concrete_function().graph
         results[target] = function(x)
     op_types = {name: {op.type for op in graph.get_operations()} for name, graph in graphs.items()}
     assert "Conv2D" not in op_types["default"] and "MatMul" in op_types["default"]
-    if dtype == "bfloat16":
+    if convolution:
         assert "Conv2D" in op_types["onednn"] and "MatMul" not in op_types["onednn"]
     else:
         assert op_types["onednn"] == op_types["default"]
@@ -196,6 +207,13 @@ def test_wide_affine_is_a_1x1_convolution_for_onednn_in_bfloat16_only(dtype):
         assert result.dtype == x.dtype and tuple(result.shape) == (7, 16)
         error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
         assert np.all(error <= 4 * roundoff * magnitude + 1e-6), float(np.max(error))
+
+
+def test_block_affine_refuses_an_unknown_gemm():
+    from keras_vit.model.ops import block_affine
+
+    with pytest.raises(ValueError, match="gemm must be one of .* got 'qkv'"):
+        block_affine(np.ones((2, 3), "float32"), np.ones((3, 4)), np.zeros(4), "qkv")
 
 
 def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
