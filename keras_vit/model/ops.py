@@ -222,6 +222,18 @@ def block_affine(x, kernel, bias, gemm):
     dtype = keras.backend.standardize_dtype(x.dtype)
     if spelling() != "onednn" or len(x.shape) != 2 or gemm not in CONVOLUTION_GEMMS.get(dtype, ()):
         return affine(x, kernel, bias)
+    return convolution_affine(x, kernel, bias)
+
+
+def convolution_affine(x, kernel, bias):
+    """``x @ kernel + bias`` as a 1x1 convolution: ``(n, D) -> (n, E)``.
+
+    The rows of ``x`` are one ``(1, n, 1, D)`` NHWC image, ``kernel``
+    ``(D, E)`` a ``(1, 1, D, E)`` filter: a ``Conv2D`` and a ``BiasAdd``,
+    which TensorFlow's oneDNN runs as one fused 1x1 convolution (see
+    ``block_affine``). ``kernel`` and ``bias`` ``(E,)`` are cast to ``x``'s
+    dtype. TensorFlow backend only.
+    """
     import tensorflow as tf
 
     kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
