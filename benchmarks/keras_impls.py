@@ -96,14 +96,16 @@ def build_keras_vit_frozen(task, precision, workdir, policy=None, jit_compile="a
     OpenVINO's bf16 does); the step calls the frozen function, whose weight
     arithmetic is folded away: with ``jit_compile=False`` TensorFlow's graph
     (oneDNN's pre-packed GEMM kernels where it runs them), with True one XLA
-    program, with ``"auto"`` what ``freeze`` picks on this machine.
+    program, with ``"auto"`` what ``freeze`` picks on this machine. The
+    graph is tuned for the task's batch size (``freeze``'s ``batch_size``),
+    as OpenVINO's CPU plugin picks its kernels for each input shape it runs.
     """
     import keras_vit
 
     inference_only(task, "keras-vit-frozen")
     _set_policy(precision, policy)
-    frozen = keras_vit.freeze(task_model(task), jit_compile=jit_compile)
     images, _ = random_batch(task)
+    frozen = keras_vit.freeze(task_model(task), jit_compile=jit_compile, batch_size=images.shape[0])
     return lambda: frozen(images).numpy()
 
 

@@ -158,10 +158,11 @@ class MultiHeadSelfAttention(layers.Layer):
         (exact for power-of-two head sizes). By default the official kernels
         of ``names`` are concatenated into one ``(D, k D)`` matrix, so the
         projection is one 2-D GEMM whose bias add oneDNN fuses (three GEMMs
-        were 1.3-1.5x slower on TensorFlow), and head-major parts come from
-        one transpose of its output, ``(B, T, k, heads, head_dim) -> (k, B,
-        heads, T, head_dim)``, unstacked along its first axis (slices of one
-        buffer; three transposes of unstacked copies before). Inside
+        were 1.3-1.5x slower on TensorFlow; ``block_affine`` "qkv"), and
+        head-major parts come from one transpose of its output, ``(B, T, k,
+        heads, head_dim) -> (k, B, heads, T, head_dim)``, unstacked along its
+        first axis (slices of one buffer; three transposes of unstacked
+        copies before). Inside
         ``spelled_for("openvino")`` each is its own 3-D GEMM (OpenVINO folds
         the kernels when it compiles; split from one GEMM, the query and key
         kept NNCF's int8 FakeQuantize ops out of the attention kernel).
@@ -181,7 +182,7 @@ class MultiHeadSelfAttention(layers.Layer):
             parts = [ops.reshape(affine(x, k, b), heads) for k, b in zip(kernels, biases)]
             return [_head_major(part) for part in parts] if head_major else parts
         kernel, bias = ops.concatenate(kernels, axis=-1), ops.concatenate(biases, axis=0)
-        projected = on_tokens(lambda tokens: affine(tokens, kernel, bias), x)
+        projected = on_tokens(lambda tokens: block_affine(tokens, kernel, bias, "qkv"), x)
         projected = ops.reshape(projected, (*heads[:2], len(names), *heads[2:]))
         if head_major:
             return ops.unstack(ops.transpose(projected, (2, 0, 3, 1, 4)), num=len(names), axis=0)

@@ -26,7 +26,10 @@ otherwise redoes at every step:
   convolution (``keras_vit.model.ops.block_affine``), which oneDNN runs
   faster than the fused MatMul's inner product at 197 rows (the frozen
   ViT-B/16 step at batch 1 1.06x and 1.018x faster on an AVX512-BF16 AMD
-  EPYC; level at batch 16).
+  EPYC; level at batch 16). Frozen for one image (``batch_size=1``), the
+  bf16 QKV products run as bare MatMuls with the bias inside the product
+  (the step 1.029x faster at batch 1; 0.986x as fast at batch 16, hence
+  not the default).
 
 ``jit_compile=True`` instead compiles the whole call with XLA, the weights
 being literals of the compiled program (the same weight arithmetic folded
@@ -98,13 +101,15 @@ class FrozenModel:
         dtype_policy: str. The Keras dtype policy the call computes in.
         jit_compile: bool. Whether XLA compiles the call (else TensorFlow's
             graph runs it).
+        batch_size: int or None. The batch size the graph is tuned for.
     """
 
-    def __init__(self, function, input_spec, dtype_policy, jit_compile=False):
+    def __init__(self, function, input_spec, dtype_policy, jit_compile=False, batch_size=None):
         self.function = function
         self.input_spec = input_spec
         self.dtype_policy = dtype_policy
         self.jit_compile = jit_compile
+        self.batch_size = batch_size
 
     def __call__(self, images):
         """The model's outputs (tensors) for images ``(batch, height, width, channels)``.
@@ -122,16 +127,19 @@ class FrozenModel:
             )
         return self.function(images)
 
-    def predict(self, images, batch_size=32):
+    def predict(self, images, batch_size=None):
         """NumPy outputs for images, in batches of ``batch_size`` (``keras.Model.predict``).
 
         Args:
             images: array ``(n, height, width, channels)``.
-            batch_size: int >= 1.
+            batch_size: int >= 1; by default the one the graph is tuned for
+                (``freeze``'s ``batch_size``), else 32.
 
         Returns:
             The model's outputs as NumPy arrays, ``(n, ...)`` each.
         """
+        if batch_size is None:
+            batch_size = self.batch_size or 32
         batch_size = integer(batch_size, "batch_size", minimum=1)
         images = np.asarray(images, dtype="float32")
         if images.ndim == 0 or len(images) == 0:
@@ -143,7 +151,7 @@ class FrozenModel:
         return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
-def freeze(model, dtype=None, jit_compile="auto"):
+def freeze(model, dtype=None, jit_compile="auto", batch_size=None):
     """``model``'s inference call as a ``FrozenModel`` (weights as graph constants).
 
     Args:
@@ -157,6 +165,11 @@ def freeze(model, dtype=None, jit_compile="auto"):
         jit_compile: True (XLA compiles the call), False (TensorFlow's
             graph, oneDNN's kernels where it runs them) or ``"auto"``: XLA
             where ``xla_is_faster_here()`` says so.
+        batch_size: optional int >= 1: the batch size to tune the graph for.
+            The frozen model still takes any batch size. With 1, the bf16
+            oneDNN graph runs its QKV products in the form measured faster
+            for one image and slower for 16 (``keras_vit.model.ops.
+            block_affine``); None tunes for batches of 16 and more.
 
     Returns:
         ``FrozenModel``, traced here (the weights as they are now); its first
@@ -166,7 +179,8 @@ def freeze(model, dtype=None, jit_compile="auto"):
         TypeError: for a non-Keras model.
         ValueError: for an unbuilt model, an unknown dtype policy, another
             backend, a ``jit_compile`` other than True, False or ``"auto"``,
-            or weights larger than ``MAX_CONSTANT_BYTES``.
+            a ``batch_size`` that is not an int >= 1, or weights larger than
+            ``MAX_CONSTANT_BYTES``.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"freeze expects a keras.Model; got {type(model).__name__}.")
@@ -174,6 +188,8 @@ def freeze(model, dtype=None, jit_compile="auto"):
         isinstance(jit_compile, bool) or (isinstance(jit_compile, str) and jit_compile == "auto")
     ):
         raise ValueError(f"jit_compile must be True, False or 'auto'; got {jit_compile!r}.")
+    if batch_size is not None:
+        batch_size = integer(batch_size, "batch_size", minimum=1)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"freeze needs the TensorFlow backend; Keras runs {keras.backend.backend()!r} "
@@ -208,9 +224,9 @@ def freeze(model, dtype=None, jit_compile="auto"):
         jit_compile = xla_is_faster_here()
     function = tf.function(call, input_signature=[spec], autograph=False, jit_compile=jit_compile)
     onednn = not jit_compile and onednn_runs(model.dtype_policy.compute_dtype)
-    with spelled_for("onednn" if onednn else "default"):
+    with spelled_for("onednn" if onednn else "default", batch_size=batch_size):
         function.get_concrete_function()  # the snapshot: traced now, not at the first call
-    return FrozenModel(function, spec, model.dtype_policy.name, jit_compile)
+    return FrozenModel(function, spec, model.dtype_policy.name, jit_compile, batch_size)
 
 
 def xla_is_faster_here():

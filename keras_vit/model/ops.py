@@ -5,8 +5,8 @@ or the tanh approximation), ``softmax_float32`` and ``layer_norm``; and
 ``affine`` (``x @ kernel + bias``) with ``bias_add`` / ``rows_like``, the
 forms of a GEMM's bias and of its input rows under which TensorFlow's
 remapper fuses the bias, and a residual add, into the GEMM; and
-``block_affine``, a block's output GEMMs (TensorFlow ops in the oneDNN
-spelling).
+``block_affine``, a block's QKV and output GEMMs (TensorFlow ops in the
+oneDNN spelling).
 
 Fusion: on the TensorFlow backend without ``jit_compile`` (the fastest
 setting on CPU, where oneDNN runs the GEMMs, bf16 included), every
@@ -31,8 +31,10 @@ tokens with separate query, key and value products (see
 ``keras_vit.freeze`` traces where TensorFlow runs oneDNN) each LayerNorm is
 the form Grappler fuses into one ``_MklLayerNorm`` kernel, LayerNorm and
 softmax take a bf16 input without casts (oneDNN's kernels compute it in
-float32), and some block GEMMs are 1x1 convolutions (``block_affine``).
-Every other graph (exports included) keeps the default.
+float32), and some block GEMMs are 1x1 convolutions (``block_affine``); a
+graph tuned for one image (``spelled_for("onednn", batch_size=1)``) runs
+the bf16 QKV product as one bare MatMul with its bias inside. Every other
+graph (exports included) keeps the default.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ import math
 
 import keras
 from keras import ops
+
+from keras_vit.validation import integer
 
 
 def fused_in_training(fn):
@@ -115,19 +119,27 @@ def softmax_float32(logits):
 
 #: The graph compilers the layers have a spelling for (``spelled_for``).
 SPELLINGS = ("default", "openvino", "onednn")
-_SPELLING = contextvars.ContextVar("spelling", default="default")
+_SPELLING = contextvars.ContextVar("spelling", default=("default", None))
 
 
 @contextlib.contextmanager
-def spelled_for(target):
-    """Layers traced inside are spelled for ``target``, one of ``SPELLINGS``."""
+def spelled_for(target, batch_size=None):
+    """Layers traced inside are spelled for ``target``, one of ``SPELLINGS``.
+
+    Args:
+        target: str, one of ``SPELLINGS``.
+        batch_size: optional int >= 1: the batch size the graph is tuned for
+            (``spelled_batch_size``); the graph still takes any batch size.
+    """
     if target not in SPELLINGS:
         raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
     if target == "onednn" and keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"The 'onednn' spelling is TensorFlow's; Keras runs {keras.backend.backend()!r}."
         )
-    token = _SPELLING.set(target)
+    if batch_size is not None:
+        batch_size = integer(batch_size, "batch_size", minimum=1)
+    token = _SPELLING.set((target, batch_size))
     try:
         yield
     finally:
@@ -136,7 +148,12 @@ def spelled_for(target):
 
 def spelling():
     """The spelling of the graph being traced: one of ``SPELLINGS``."""
-    return _SPELLING.get()
+    return _SPELLING.get()[0]
+
+
+def spelled_batch_size():
+    """The batch size the traced graph is tuned for (``spelled_for``), or None."""
+    return _SPELLING.get()[1]
 
 
 def bias_add(x, bias):
@@ -191,8 +208,13 @@ def rows_like(x, matrix):
 #: compute dtype (``block_affine``): where oneDNN's 1x1 convolution beat the
 #: fused MatMul's inner product at ViT-B/16's shapes (an AVX512-BF16 AMD EPYC).
 CONVOLUTION_GEMMS = {"bfloat16": ("mlp_output",), "float32": ("attention_output",)}
-#: The GEMMs ``block_affine`` takes.
-BLOCK_GEMMS = ("attention_output", "mlp_output")
+#: The block GEMMs that ``spelled_for("onednn", batch_size=1)`` runs as one
+#: bare product with the bias inside (``augmented_affine``), by compute dtype:
+#: where that beat the fused MatMul for one image and lost at batch 16.
+AUGMENTED_GEMMS = {"bfloat16": ("qkv",)}
+#: The GEMMs ``block_affine`` takes: the fused query/key/value projection, the
+#: attention output projection and the MLP's second GEMM.
+BLOCK_GEMMS = ("qkv", "attention_output", "mlp_output")
 
 
 def block_affine(x, kernel, bias, gemm):
@@ -214,15 +236,41 @@ def block_affine(x, kernel, bias, gemm):
     convolution is an op of its own (0.05 ms at batch 1): with a dynamic
     batch Grappler cannot prove the convolution's rows the same as the
     stream's, the condition for fusing it. With the rows as the batch,
-    ``(n, 1, 1, D)``, the convolution was 1.7x slower. Elsewhere
-    ``affine(x, kernel, bias)``.
+    ``(n, 1, 1, D)``, the convolution was 1.7x slower.
+
+    Inside ``spelled_for("onednn", batch_size=1)``, a GEMM that
+    ``AUGMENTED_GEMMS`` lists for the dtype is ``augmented_affine``: the
+    bf16 QKV product as a bare MatMul made the frozen ViT-B/16 step 1.029x
+    faster at batch 1 and 0.986x as fast at batch 16 (float32: 0.992x at
+    batch 1). Elsewhere ``affine(x, kernel, bias)``.
     """
     if gemm not in BLOCK_GEMMS:
         raise ValueError(f"gemm must be one of {BLOCK_GEMMS}; got {gemm!r}.")
     dtype = keras.backend.standardize_dtype(x.dtype)
-    if spelling() != "onednn" or len(x.shape) != 2 or gemm not in CONVOLUTION_GEMMS.get(dtype, ()):
+    if spelling() != "onednn" or len(x.shape) != 2:
         return affine(x, kernel, bias)
-    return convolution_affine(x, kernel, bias)
+    if gemm in CONVOLUTION_GEMMS.get(dtype, ()):
+        return convolution_affine(x, kernel, bias)
+    if spelled_batch_size() == 1 and gemm in AUGMENTED_GEMMS.get(dtype, ()):
+        return augmented_affine(x, kernel, bias)
+    return affine(x, kernel, bias)
+
+
+def augmented_affine(x, kernel, bias):
+    """``x @ kernel + bias`` as one bare MatMul: ``[x, 1] @ [kernel; bias]``, ``(n, D) -> (n, E)``.
+
+    A column of ones is appended to ``x`` and ``bias`` ``(E,)`` as a row to
+    ``kernel`` ``(D, E)`` (both cast to ``x``'s dtype), so the bias is summed
+    in the product's float32 accumulator, as a fused bias is. With no bias
+    op after it, TensorFlow runs the product as oneDNN's matmul kernel
+    instead of the fused MatMul's inner product (see ``block_affine``).
+    TensorFlow backend only.
+    """
+    import tensorflow as tf
+
+    kernel, bias = ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype)
+    ones = tf.ones_like(x[:, :1])
+    return tf.matmul(tf.concat([x, ones], axis=-1), tf.concat([kernel, bias[None, :]], axis=0))
 
 
 def convolution_affine(x, kernel, bias):

@@ -150,6 +150,8 @@ def tiny():
         (lambda: freeze(tiny())(np.zeros((16, 16, 3))), ValueError, "got (16, 16, 3)"),
         (lambda: freeze(tiny()).predict(np.zeros((0, 16, 16, 3))), ValueError, "batch of images"),
         (lambda: freeze(tiny()).predict(np.zeros((1, 16, 16, 3)), 0), ValueError, "batch_size"),
+        (lambda: freeze(tiny(), batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
+        (lambda: freeze(tiny(), batch_size="8"), ValueError, "batch_size must be an int"),
     ],
 )
 def test_bad_inputs_are_refused_with_what_was_expected(call, error, message):
@@ -279,6 +281,44 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
     assert "AddN" not in ops
     assert len(convolutions) == blocks
     assert ops.count("Pack") <= 1  # the class token's broadcast to the batch
+
+
+@pytest.mark.parametrize("dtype", with_onednn("bfloat16", "mixed_bfloat16"))
+def test_frozen_for_one_image_runs_each_bf16_qkv_product_as_a_bare_matmul(fixtures_dir, dtype):
+    # freeze(batch_size=1): each QKV product (every block's, and the last
+    # block's query and key/value products) is one MatMul of the tokens
+    # with a column of ones appended, no bias op fused (oneDNN's matmul
+    # kernel); tuned for batches it is a MatMul fused with its BiasAdd. The
+    # graph still takes any batch size, with the numbers of the batch-tuned
+    # graph up to bf16 roundings, and follows timm's logits.
+    from keras_vit.model.blocks import TransformerBlock
+
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)
+    blocks = sum(isinstance(layer, TransformerBlock) for layer in model._flatten_layers())
+    tuned = {
+        size: freeze(model, dtype=dtype, jit_compile=False, batch_size=size) for size in (None, 1)
+    }
+    assert tuned[1].batch_size == 1 and tuned[None].batch_size is None
+
+    def products_of_ones(frozen):
+        nodes = executed_nodes(frozen)
+        concatenations = {node.name for node in nodes if node.op.endswith("ConcatV2")}
+        return [
+            node
+            for node in nodes
+            if node.op.endswith("MatMul") and node.input[0].split(":")[0] in concatenations
+        ]
+
+    assert len(products_of_ones(tuned[1])) == blocks + 1
+    assert not products_of_ones(tuned[None])
+    logits = {size: np.asarray(frozen(ref["inputs"]), "float32") for size, frozen in tuned.items()}
+    assert len(ref["inputs"]) > 1
+    scale = np.abs(ref["logits"]).max()
+    assert max_diff(logits[1], logits[None]) <= 0.01 * scale
+    assert max_diff(logits[1], ref["logits"]) <= 0.05 * scale
+    np.testing.assert_array_equal(logits[1].argmax(-1), ref["logits"].argmax(-1))
+    np.testing.assert_array_equal(tuned[1].predict(ref["inputs"]), logits[1])
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

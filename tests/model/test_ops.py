@@ -168,6 +168,8 @@ def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype)
         ("bfloat16", "attention_output", False),
         ("float32", "attention_output", True),
         ("float32", "mlp_output", False),
+        ("bfloat16", "qkv", False),
+        ("float32", "qkv", False),
     ],
 )
 def test_block_affine_is_a_1x1_convolution_where_onednn_runs_that_faster(dtype, gemm, convolution):
@@ -212,8 +214,61 @@ def test_block_affine_is_a_1x1_convolution_where_onednn_runs_that_faster(dtype, 
 def test_block_affine_refuses_an_unknown_gemm():
     from keras_vit.model.ops import block_affine
 
-    with pytest.raises(ValueError, match="gemm must be one of .* got 'qkv'"):
-        block_affine(np.ones((2, 3), "float32"), np.ones((3, 4)), np.zeros(4), "qkv")
+    with pytest.raises(ValueError, match="gemm must be one of .* got 'mlp_input'"):
+        block_affine(np.ones((2, 3), "float32"), np.ones((3, 4)), np.zeros(4), "mlp_input")
+
+
+@pytest.mark.parametrize(
+    "dtype, batch_size, augmented",
+    [
+        ("bfloat16", 1, True),
+        ("bfloat16", 16, False),
+        ("bfloat16", None, False),
+        ("float32", 1, False),
+    ],
+)
+def test_block_affine_for_one_image_sums_the_bf16_qkv_bias_inside_a_bare_matmul(
+    dtype, batch_size, augmented
+):
+    # Tuned for one image (spelled_for("onednn", batch_size=1)), the bf16 QKV
+    # product is [x, 1] @ [kernel; bias]: one MatMul and no BiasAdd, which
+    # TensorFlow runs as oneDNN's matmul kernel. Tuned for another batch size,
+    # or in float32, it keeps the fused MatMul + BiasAdd. Against a float64
+    # x @ kernel + bias within the dtype's roundings (the rows dynamic).
+    from keras_vit.model.ops import block_affine, spelled_for
+
+    local = np.random.default_rng(5)
+    x = tf.constant(local.normal(size=(7, 48)).astype("float32"), dtype)
+    kernel = local.normal(size=(48, 24)).astype("float32")
+    bias = local.normal(size=24).astype("float32")
+    with spelled_for("onednn", batch_size=batch_size):
+        function = tf.function(
+            lambda x: block_affine(x, kernel, bias, "qkv"),
+            input_signature=[tf.TensorSpec((None, 48), dtype)],
+        )
+        graph = function.get_concrete_function().graph
+    op_types = [op.type for op in graph.get_operations()]
+    assert op_types.count("MatMul") == 1
+    assert ("BiasAdd" not in op_types) == augmented
+    assert ("ConcatV2" in op_types) == augmented
+    result = function(x)
+    assert result.dtype == x.dtype and tuple(result.shape) == (7, 24)
+    values = np.asarray(tf.cast(x, "float64"))
+    rounded_kernel = np.asarray(tf.cast(tf.cast(kernel, dtype), "float64"))
+    rounded_bias = np.asarray(tf.cast(tf.cast(bias, dtype), "float64"))
+    exact = values @ rounded_kernel + rounded_bias
+    magnitude = np.abs(values) @ np.abs(rounded_kernel) + np.abs(rounded_bias)
+    roundoff = BF16_ROUNDOFF if dtype == "bfloat16" else 2.0**-23
+    error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
+    assert np.all(error <= 4 * roundoff * magnitude + 1e-6), float(np.max(error))
+
+
+@pytest.mark.parametrize("batch_size", [0, 1.5, "1", True])
+def test_spelled_for_refuses_a_batch_size_that_is_not_a_positive_int(batch_size):
+    from keras_vit.model.ops import spelled_for
+
+    with pytest.raises(ValueError, match="batch_size must be"):
+        spelled_for("onednn", batch_size=batch_size).__enter__()
 
 
 def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
