@@ -162,10 +162,10 @@ class MultiHeadSelfAttention(layers.Layer):
         head-major parts come from one transpose of its output, ``(B, T, k,
         heads, head_dim) -> (k, B, heads, T, head_dim)``, unstacked along its
         first axis (slices of one buffer; three transposes of unstacked
-        copies before). Inside
-        ``spelled_for("openvino")`` each is its own 3-D GEMM (OpenVINO folds
-        the kernels when it compiles; split from one GEMM, the query and key
-        kept NNCF's int8 FakeQuantize ops out of the attention kernel).
+        copies before). Inside ``spelled_for("openvino")`` each is its own
+        3-D GEMM (OpenVINO folds the kernels when it compiles; split from one
+        GEMM, the query and key kept NNCF's int8 FakeQuantize ops out of the
+        attention kernel).
         """
         hidden = self.num_heads * self.head_dim
         scale = 1.0 / math.sqrt(self.head_dim)

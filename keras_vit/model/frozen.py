@@ -168,8 +168,8 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None):
         batch_size: optional int >= 1: the batch size to tune the graph for.
             The frozen model still takes any batch size. With 1, the bf16
             oneDNN graph runs its QKV products in the form measured faster
-            for one image and slower for 16 (``keras_vit.model.ops.
-            block_affine``); None tunes for batches of 16 and more.
+            for one image and slower for 16 (``block_affine`` in
+            ``keras_vit.model.ops``); None tunes for batches of 16 and more.
 
     Returns:
         ``FrozenModel``, traced here (the weights as they are now); its first
