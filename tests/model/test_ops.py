@@ -161,6 +161,25 @@ def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype)
     )
 
 
+def assert_is_affine_within_roundoff(result, x, kernel, bias):
+    """``result`` is ``x @ kernel + bias`` in ``x``'s dtype, within its roundings.
+
+    Against float64 sums of ``x`` and of ``kernel`` and ``bias`` rounded to
+    ``x``'s dtype (as the GEMMs take them): at most 4 roundoffs of the sum of
+    the absolute terms.
+    """
+    dtype = x.dtype
+    values = np.asarray(tf.cast(x, "float64"))
+    kernel = np.asarray(tf.cast(tf.cast(kernel, dtype), "float64"))
+    bias = np.asarray(tf.cast(tf.cast(bias, dtype), "float64"))
+    exact = values @ kernel + bias
+    magnitude = np.abs(values) @ np.abs(kernel) + np.abs(bias)
+    roundoff = BF16_ROUNDOFF if dtype == tf.bfloat16 else 2.0**-23
+    assert result.dtype == dtype and tuple(result.shape) == exact.shape
+    error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
+    assert np.all(error <= 4 * roundoff * magnitude + 1e-6), float(np.max(error))
+
+
 @pytest.mark.parametrize(
     "dtype, gemm, convolution",
     [
@@ -200,15 +219,8 @@ def test_block_affine_is_a_1x1_convolution_where_onednn_runs_that_faster(dtype, 
         assert "Conv2D" in op_types["onednn"] and "MatMul" not in op_types["onednn"]
     else:
         assert op_types["onednn"] == op_types["default"]
-    values = np.asarray(tf.cast(x, "float64"))
-    rounded_kernel = np.asarray(tf.cast(tf.cast(kernel, dtype), "float64"))
-    exact = values @ rounded_kernel + bias
-    magnitude = np.abs(values) @ np.abs(rounded_kernel) + np.abs(bias)
-    roundoff = BF16_ROUNDOFF if dtype == "bfloat16" else 2.0**-23
     for result in results.values():
-        assert result.dtype == x.dtype and tuple(result.shape) == (7, 16)
-        error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
-        assert np.all(error <= 4 * roundoff * magnitude + 1e-6), float(np.max(error))
+        assert_is_affine_within_roundoff(result, x, kernel, bias)
 
 
 def test_block_affine_refuses_an_unknown_gemm():
@@ -251,16 +263,7 @@ def test_block_affine_for_one_image_sums_the_bf16_qkv_bias_inside_a_bare_matmul(
     assert op_types.count("MatMul") == 1
     assert ("BiasAdd" not in op_types) == augmented
     assert ("ConcatV2" in op_types) == augmented
-    result = function(x)
-    assert result.dtype == x.dtype and tuple(result.shape) == (7, 24)
-    values = np.asarray(tf.cast(x, "float64"))
-    rounded_kernel = np.asarray(tf.cast(tf.cast(kernel, dtype), "float64"))
-    rounded_bias = np.asarray(tf.cast(tf.cast(bias, dtype), "float64"))
-    exact = values @ rounded_kernel + rounded_bias
-    magnitude = np.abs(values) @ np.abs(rounded_kernel) + np.abs(rounded_bias)
-    roundoff = BF16_ROUNDOFF if dtype == "bfloat16" else 2.0**-23
-    error = np.abs(np.asarray(tf.cast(result, "float64")) - exact)
-    assert np.all(error <= 4 * roundoff * magnitude + 1e-6), float(np.max(error))
+    assert_is_affine_within_roundoff(function(x), x, kernel, bias)
 
 
 @pytest.mark.parametrize("batch_size", [0, 1.5, "1", True])
