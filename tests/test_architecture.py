@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("keras_vit", "keras_vit_cli")
 
 # Leaf modules every subsystem may use; they import nothing of keras_vit.
-BASE = {"keras_vit.atomic", "keras_vit.validation", "keras_vit.messages", "keras_vit.extras"}
+BASE = {
+    "keras_vit.atomic",
+    "keras_vit.validation",
+    "keras_vit.messages",
+    "keras_vit.extras",
+    "keras_vit.memory",
+}
 # subsystem -> the subsystems it may import (DESIGN.md: cli -> train / export /
 # analysis -> model -> weights, data).
 ALLOWED = {

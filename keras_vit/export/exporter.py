@@ -23,9 +23,6 @@ folder before any conversion.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import os
 import shutil
 import warnings
@@ -44,6 +41,7 @@ from keras_vit.export.openvino import runs_as
 from keras_vit.export.parity import check_parity, criteria_name
 from keras_vit.export.saved_model import MAX_IMAGE_PIXELS
 from keras_vit.export.tflite import QUANTIZATIONS as TFLITE_QUANTIZATIONS
+from keras_vit.memory import release_memory
 from keras_vit.messages import KerasVitWarning
 from keras_vit.model.vit import ViT
 from keras_vit.validation import choice, integer
@@ -319,19 +317,6 @@ def export_model(
     for row in rows:
         row.path = artifacts[row.artifact]
     return ExportResult(final, version, artifacts, rows)
-
-
-def release_memory():
-    """Frees unreachable objects and, with glibc, returns freed heap memory to the system.
-
-    Converters leave reference cycles (graphs, loaded SavedModels) and
-    TensorFlow's threads allocate from their own heap arenas, which a later
-    stage on another thread cannot reuse: without ``malloc_trim`` they count
-    against every later stage's peak.
-    """
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _parity_samples(samples, representative_images, static):

@@ -169,6 +169,18 @@ def test_unbuilt_model_is_refused():
         freeze(Unbuilt())
 
 
+def test_first_call_returns_the_freed_memory_once(monkeypatch):
+    released = []
+    monkeypatch.setattr(frozen_module, "release_memory", lambda: released.append(True))
+    frozen = freeze(tiny())
+    assert released == []  # tracing frees nothing: the graph is optimised at the first call
+    images = np.zeros((2, 16, 16, 3), "float32")
+    frozen(images)
+    assert released == [True]
+    frozen.predict(images, batch_size=1)
+    assert released == [True]
+
+
 def test_weights_over_the_graph_limit_are_refused(monkeypatch):
     model = tiny()
     state = model.trainable_variables + model.non_trainable_variables  # what becomes constants
