@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script
 
-from keras_vit.atomic import write_json_atomic  # noqa: E402
+from benchmarks.report import print_and_save  # noqa: E402
 
 MODELS = ("B/16",)
 POLICIES = ("float32", "mixed_bfloat16", "bfloat16")
@@ -144,10 +144,7 @@ def main(argv=None):
                     row["ratio"] = round(resident / baseline, 2) if resident and baseline else None
                     rows.append(row)
                     print("  " + format_table([row]).splitlines()[-1], flush=True)
-    print("\n" + format_table(rows))
-    if args.json:
-        machine = dict(cores=os.cpu_count(), minutes=round((time.time() - started) / 60, 1))
-        write_json_atomic(dict(machine=machine, rows=rows), args.json, indent=1)
+    print_and_save(rows, format_table(rows), args.json, started)
     return 0
 
 
