@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -47,11 +46,11 @@ def resident_mb():
 
 def worker(variant, policy, mode, jit_compile):
     """One row, measured in this process: ``{stage: resident MB}`` and the peak."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
 
     import keras_vit
+    from benchmarks.worker import peak_rss_mb
     from keras_vit.model import frozen as frozen_module
     from keras_vit.model.factories import build_variant
 
@@ -70,8 +69,7 @@ def worker(variant, policy, mode, jit_compile):
     for call in ("call 1", "call 2"):
         np.asarray(run(images))
         stages[call] = resident_mb()
-    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
-    return dict(stages=stages, peak_mb=peak)
+    return dict(stages=stages, peak_mb=round(peak_rss_mb()))
 
 
 def measure(variant, policy, mode, jit_compile):
