@@ -38,10 +38,10 @@ import urllib.request
 from dataclasses import dataclass
 
 from keras_vit.atomic import atomic_path, write_bytes_atomic
+from keras_vit.cache import CACHE_ENV, cache_dir
 from keras_vit.messages import logger
 from keras_vit.validation import integer, number
 
-CACHE_ENV = "KERAS_VIT_CACHE"
 TIMEOUT_ENV = "KERAS_VIT_DOWNLOAD_TIMEOUT"
 RETRIES_ENV = "KERAS_VIT_DOWNLOAD_RETRIES"
 PIN_MARKER = "#sha256="
@@ -115,11 +115,6 @@ class DownloadError(OSError):
         self.url = url
         self.reason = reason
         self.transient = transient
-
-
-def cache_dir():
-    """The download cache: ``$KERAS_VIT_CACHE`` or ``~/.cache/keras_vit``."""
-    return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "keras_vit")
 
 
 def split_pin(spec):

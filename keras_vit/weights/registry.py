@@ -31,11 +31,11 @@ import types
 import urllib.parse
 from dataclasses import dataclass, field
 
+from keras_vit.cache import cache_dir
 from keras_vit.messages import logger
 from keras_vit.validation import choice, integer, number
 from keras_vit.weights.downloads import (
     DownloadError,
-    cache_dir,
     cached_file,
     checked_digest,
     download,
