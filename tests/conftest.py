@@ -1,7 +1,10 @@
 """Shared test fixtures: the parity checkpoints of ../shared/fixtures."""
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,11 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "KERAS_VIT_CACHE" not in os.environ:
+    # freeze() builds keras-vit's CPU kernels into the cache on first use: once
+    # per test session, in a folder of its own rather than the user's.
+    os.environ["KERAS_VIT_CACHE"] = tempfile.mkdtemp(prefix="keras-vit-tests-")
+    atexit.register(shutil.rmtree, os.environ["KERAS_VIT_CACHE"], True)
 
 FIXTURES = Path(
     os.environ.get(
