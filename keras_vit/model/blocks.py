@@ -30,6 +30,7 @@ from keras_vit.model.ops import (
     block_affine,
     fused_gelu,
     fused_softmax,
+    native_kernels,
     rows_like,
     spelling,
 )
@@ -167,6 +168,21 @@ class MultiHeadSelfAttention(layers.Layer):
         GEMM, the query and key kept NNCF's int8 FakeQuantize ops out of the
         attention kernel).
         """
+        heads = (-1, ops.shape(x)[1], self.num_heads, self.head_dim)
+        if spelling() == "openvino":
+            parts = [
+                ops.reshape(affine(x, k, b), heads) for k, b in zip(*self._projection(x, names))
+            ]
+            return [_head_major(part) for part in parts] if head_major else parts
+        projected = ops.reshape(
+            self._fused_projection(x, names), (*heads[:2], len(names), *heads[2:])
+        )
+        if head_major:
+            return ops.unstack(ops.transpose(projected, (2, 0, 3, 1, 4)), num=len(names), axis=0)
+        return ops.unstack(projected, num=len(names), axis=2)
+
+    def _projection(self, x, names):
+        """Kernels ``(D, D)`` and biases ``(D,)`` of ``names``, ``x``'s dtype, query pre-scaled."""
         hidden = self.num_heads * self.head_dim
         scale = 1.0 / math.sqrt(self.head_dim)
         kernels, biases = [], []
@@ -177,16 +193,17 @@ class MultiHeadSelfAttention(layers.Layer):
                 kernel, bias = kernel * scale, bias * scale
             kernels.append(ops.cast(kernel, x.dtype))
             biases.append(ops.cast(bias, x.dtype))
-        heads = (-1, ops.shape(x)[1], self.num_heads, self.head_dim)
-        if spelling() == "openvino":
-            parts = [ops.reshape(affine(x, k, b), heads) for k, b in zip(kernels, biases)]
-            return [_head_major(part) for part in parts] if head_major else parts
+        return kernels, biases
+
+    def _fused_projection(self, x, names=_QKV):
+        """``names``' projections of ``x`` ``(B, T, D)`` as one GEMM: ``(B, T, len(names) * D)``.
+
+        Along the last axis: one projection after the other, each head after
+        head (``head * head_dim + d``).
+        """
+        kernels, biases = self._projection(x, names)
         kernel, bias = ops.concatenate(kernels, axis=-1), ops.concatenate(biases, axis=0)
-        projected = on_tokens(lambda tokens: block_affine(tokens, kernel, bias, "qkv"), x)
-        projected = ops.reshape(projected, (*heads[:2], len(names), *heads[2:]))
-        if head_major:
-            return ops.unstack(ops.transpose(projected, (2, 0, 3, 1, 4)), num=len(names), axis=0)
-        return ops.unstack(projected, num=len(names), axis=2)
+        return on_tokens(lambda tokens: block_affine(tokens, kernel, bias, "qkv"), x)
 
     def call(self, x, training=None, return_attention_scores=False, context=None, residual=None):
         """Attention of ``x`` over itself, or over ``context`` (keys and values) when given.
@@ -206,30 +223,15 @@ class MultiHeadSelfAttention(layers.Layer):
             ``(B, T, D)``, and the weights with ``return_attention_scores``.
         """
         hidden = self.num_heads * self.head_dim
-        explicit = (
-            return_attention_scores
-            or (training and self.dropout_rate > 0)
-            or keras.backend.backend() == "tensorflow"
-        )
-        if context is None:
-            q, k, v = self._project(x, head_major=explicit)
-        else:
-            (q,) = self._project(x, ("query",), head_major=explicit)
-            k, v = (
-                ops.cast(part, x.dtype)
-                for part in self._project(context, ("key", "value"), head_major=explicit)
+        kernels = native_kernels(x.dtype)
+        scores = None
+        if kernels is not None and context is None and not return_attention_scores:
+            # keras-vit's CPU kernel (frozen float32 inference): no transposes.
+            attended = kernels.keras_vit_self_attention(
+                self._fused_projection(x), num_heads=self.num_heads
             )
-        if explicit:  # head-major: (B, heads, tokens, head_dim)
-            logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
-            if return_attention_scores:
-                scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-                probs = ops.cast(scores, v.dtype)
-            else:
-                probs = fused_softmax(logits, training=training)
-            probs = self.attention_dropout(probs, training=training)
-            attended = _head_major(ops.einsum("bhqs,bhsk->bhqk", probs, v))
-        else:  # the query is pre-scaled in _project
-            attended = ops.dot_product_attention(q, k, v, scale=1.0)
+        else:
+            attended, scores = self._attended(x, context, training, return_attention_scores)
         attended = ops.reshape(attended, (-1, ops.shape(x)[1], hidden))
         kernel = ops.reshape(self.out_kernel, (hidden, hidden))
         out = on_tokens(
@@ -240,6 +242,34 @@ class MultiHeadSelfAttention(layers.Layer):
         if return_attention_scores:
             return out, scores
         return out
+
+    def _attended(self, x, context, training, return_attention_scores):
+        """Attended values ``(B, T, heads, head_dim)`` and the weights (or None): see ``call``."""
+        explicit = (
+            return_attention_scores
+            or (training and self.dropout_rate > 0)
+            or keras.backend.backend() == "tensorflow"
+        )
+        scores = None
+        if context is None:
+            q, k, v = self._project(x, head_major=explicit)
+        else:
+            (q,) = self._project(x, ("query",), head_major=explicit)
+            k, v = (
+                ops.cast(part, x.dtype)
+                for part in self._project(context, ("key", "value"), head_major=explicit)
+            )
+        if not explicit:  # the query is pre-scaled in _project
+            return ops.dot_product_attention(q, k, v, scale=1.0), scores
+        # head-major: (B, heads, tokens, head_dim)
+        logits = ops.einsum("bhqk,bhsk->bhqs", q, k)
+        if return_attention_scores:
+            scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+            probs = ops.cast(scores, v.dtype)
+        else:
+            probs = fused_softmax(logits, training=training)
+        probs = self.attention_dropout(probs, training=training)
+        return _head_major(ops.einsum("bhqs,bhsk->bhqk", probs, v)), scores
 
     def compute_output_shape(self, input_shape):
         return input_shape

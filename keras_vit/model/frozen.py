@@ -29,7 +29,12 @@ otherwise redoes at every step:
   EPYC; level at batch 16). Frozen for one image (``batch_size=1``), the
   bf16 QKV products run as bare MatMuls with the bias inside the product
   (the step 1.029x faster at batch 1; 0.986x as fast at batch 16, hence
-  not the default).
+  not the default);
+- in that float32 oneDNN graph, keras-vit's CPU kernels (``keras_vit.kernels``,
+  compiled on this machine on first use; ``native_kernels``) run each
+  LayerNorm and each block's self-attention as one op: TensorFlow has no
+  fused attention op on CPU, and its ``_MklLayerNorm`` sets up oneDNN at
+  every call.
 
 ``jit_compile=True`` instead compiles the whole call with XLA, the weights
 being literals of the compiled program (the same weight arithmetic folded
@@ -84,7 +89,9 @@ import math
 import keras
 import numpy as np
 
+from keras_vit import kernels as native
 from keras_vit.memory import release_memory
+from keras_vit.messages import logger
 from keras_vit.model.ops import spelled_for
 from keras_vit.model.vit import ViT
 from keras_vit.validation import integer
@@ -103,14 +110,25 @@ class FrozenModel:
         jit_compile: bool. Whether XLA compiles the call (else TensorFlow's
             graph runs it).
         batch_size: int or None. The batch size the graph is tuned for.
+        native_kernels: bool. Whether the graph runs keras-vit's CPU kernels
+            (``keras_vit.kernels``).
     """
 
-    def __init__(self, function, input_spec, dtype_policy, jit_compile=False, batch_size=None):
+    def __init__(
+        self,
+        function,
+        input_spec,
+        dtype_policy,
+        jit_compile=False,
+        batch_size=None,
+        native_kernels=False,
+    ):
         self.function = function
         self.input_spec = input_spec
         self.dtype_policy = dtype_policy
         self.jit_compile = jit_compile
         self.batch_size = batch_size
+        self.native_kernels = native_kernels
         self._optimised = False
 
     def __call__(self, images):
@@ -163,7 +181,7 @@ class FrozenModel:
         return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
 
 
-def freeze(model, dtype=None, jit_compile="auto", batch_size=None):
+def freeze(model, dtype=None, jit_compile="auto", batch_size=None, native_kernels="auto"):
     """``model``'s inference call as a ``FrozenModel`` (weights as graph constants).
 
     Args:
@@ -182,6 +200,14 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None):
             oneDNN graph runs its QKV products in the form measured faster
             for one image and slower for 16 (``block_affine`` in
             ``keras_vit.model.ops``); None tunes for batches of 16 and more.
+        native_kernels: True, False or ``"auto"``: whether keras-vit's CPU
+            kernels (``keras_vit.kernels``: a fused LayerNorm and a fused
+            self-attention, compiled here on first use) run each float32
+            LayerNorm and self-attention. They apply to TensorFlow's float32
+            oneDNN graph only (not to XLA's program, nor to bf16). ``"auto"``
+            uses them there when they build and load, and otherwise falls
+            back to TensorFlow's own ops (the reason is logged at INFO);
+            True raises where they do not apply or do not build.
 
     Returns:
         ``FrozenModel``, traced here (the weights as they are now); its first
@@ -191,15 +217,18 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None):
         TypeError: for a non-Keras model.
         ValueError: for an unbuilt model, an unknown dtype policy, another
             backend, a ``jit_compile`` other than True, False or ``"auto"``,
-            a ``batch_size`` that is not an int >= 1, or weights larger than
-            ``MAX_CONSTANT_BYTES``.
+            a ``batch_size`` that is not an int >= 1, a ``native_kernels``
+            other than True, False or ``"auto"`` (or True where the kernels do
+            not apply), or weights larger than ``MAX_CONSTANT_BYTES``.
+        keras_vit.kernels.KernelBuildError: with ``native_kernels=True``,
+            when the kernels do not compile or load here.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"freeze expects a keras.Model; got {type(model).__name__}.")
-    if not (
-        isinstance(jit_compile, bool) or (isinstance(jit_compile, str) and jit_compile == "auto")
-    ):
+    if not _is_switch(jit_compile):
         raise ValueError(f"jit_compile must be True, False or 'auto'; got {jit_compile!r}.")
+    if not _is_switch(native_kernels):
+        raise ValueError(f"native_kernels must be True, False or 'auto'; got {native_kernels!r}.")
     if batch_size is not None:
         batch_size = integer(batch_size, "batch_size", minimum=1)
     if keras.backend.backend() != "tensorflow":
@@ -235,10 +264,41 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None):
     if jit_compile == "auto":
         jit_compile = xla_is_faster_here()
     function = tf.function(call, input_signature=[spec], autograph=False, jit_compile=jit_compile)
-    onednn = not jit_compile and onednn_runs(model.dtype_policy.compute_dtype)
-    with spelled_for("onednn" if onednn else "default", batch_size=batch_size):
+    compute_dtype = model.dtype_policy.compute_dtype
+    onednn = not jit_compile and onednn_runs(compute_dtype)
+    kernels = _kernels(native_kernels, onednn and compute_dtype == "float32", jit_compile)
+    with spelled_for("onednn" if onednn else "default", batch_size=batch_size, kernels=kernels):
         function.get_concrete_function()  # the snapshot: traced now, not at the first call
-    return FrozenModel(function, spec, model.dtype_policy.name, jit_compile, batch_size)
+    return FrozenModel(
+        function, spec, model.dtype_policy.name, jit_compile, batch_size, kernels is not None
+    )
+
+
+def _is_switch(value):
+    """Whether ``value`` is True, False or ``"auto"``."""
+    return isinstance(value, bool) or (isinstance(value, str) and value == "auto")
+
+
+def _kernels(native_kernels, applies, jit_compile):
+    """keras-vit's CPU kernels module for ``freeze``'s ``native_kernels``, or None.
+
+    ``applies``: the graph is TensorFlow's float32 oneDNN graph.
+    """
+    if native_kernels is False or (native_kernels == "auto" and not applies):
+        return None
+    if not applies:
+        where = "XLA's program" if jit_compile else "this graph"
+        raise ValueError(
+            "native_kernels=True needs TensorFlow's float32 oneDNN graph (a float32 model, "
+            f"jit_compile=False, oneDNN on); {where} does not run them."
+        )
+    try:
+        return native.load()
+    except native.KernelBuildError as error:
+        if native_kernels is True:
+            raise
+        logger.info("freeze runs TensorFlow's own LayerNorm and attention ops: %s", error)
+        return None
 
 
 def xla_is_faster_here():

@@ -33,8 +33,11 @@ the form Grappler fuses into one ``_MklLayerNorm`` kernel, LayerNorm and
 softmax take a bf16 input without casts (oneDNN's kernels compute it in
 float32), and some block GEMMs are 1x1 convolutions (``block_affine``); a
 graph tuned for one image (``spelled_for("onednn", batch_size=1)``) runs
-the bf16 QKV product as one bare MatMul with its bias inside. Every other
-graph (exports included) keeps the default.
+the bf16 QKV product as one bare MatMul with its bias inside. With
+keras-vit's CPU kernels given to it (``spelled_for("onednn", kernels=...)``,
+``native_kernels``), each float32 LayerNorm and self-attention is one op of
+``keras_vit.kernels``. Every other graph (exports included) keeps the
+default.
 """
 
 from __future__ import annotations
@@ -119,17 +122,20 @@ def softmax_float32(logits):
 
 #: The graph compilers the layers have a spelling for (``spelled_for``).
 SPELLINGS = ("default", "openvino", "onednn")
-_SPELLING = contextvars.ContextVar("spelling", default=("default", None))
+_SPELLING = contextvars.ContextVar("spelling", default=("default", None, None))
 
 
 @contextlib.contextmanager
-def spelled_for(target, batch_size=None):
+def spelled_for(target, batch_size=None, kernels=None):
     """Layers traced inside are spelled for ``target``, one of ``SPELLINGS``.
 
     Args:
         target: str, one of ``SPELLINGS``.
         batch_size: optional int >= 1: the batch size the graph is tuned for
             (``spelled_batch_size``); the graph still takes any batch size.
+        kernels: optional, with ``"onednn"`` only: the module of keras-vit's
+            CPU kernels (``keras_vit.kernels.load()``), which then run each
+            float32 LayerNorm and self-attention (``native_kernels``).
     """
     if target not in SPELLINGS:
         raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
@@ -137,9 +143,11 @@ def spelled_for(target, batch_size=None):
         raise ValueError(
             f"The 'onednn' spelling is TensorFlow's; Keras runs {keras.backend.backend()!r}."
         )
+    if kernels is not None and target != "onednn":
+        raise ValueError(f"keras-vit's CPU kernels go with the 'onednn' spelling; got {target!r}.")
     if batch_size is not None:
         batch_size = integer(batch_size, "batch_size", minimum=1)
-    token = _SPELLING.set((target, batch_size))
+    token = _SPELLING.set((target, batch_size, kernels))
     try:
         yield
     finally:
@@ -154,6 +162,18 @@ def spelling():
 def spelled_batch_size():
     """The batch size the traced graph is tuned for (``spelled_for``), or None."""
     return _SPELLING.get()[1]
+
+
+def native_kernels(dtype):
+    """keras-vit's CPU kernels module where the traced graph runs them on ``dtype``, else None.
+
+    They are given to ``spelled_for("onednn", kernels=...)`` and take float32
+    only (``keras_vit.kernels``).
+    """
+    kernels = _SPELLING.get()[2]
+    if kernels is None or keras.backend.standardize_dtype(dtype) != "float32":
+        return None
+    return kernels
 
 
 def bias_add(x, bias):
@@ -313,6 +333,10 @@ def layer_norm(x, gamma, beta, epsilon):
     Unfused (eager), a bfloat16 input is rounded after the normalisation
     and after the scale and offset (bfloat16 ops).
 
+    With keras-vit's CPU kernels in the graph (``native_kernels``), a
+    float32 LayerNorm is one ``KerasVitLayerNorm`` op instead: the same
+    statistics, without ``_MklLayerNorm``'s per-call setup.
+
     Inside ``spelled_for("openvino")`` it is spelled
     ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
     a 1-D axes list: the pattern OpenVINO's ``MVNFusion`` turns into one
@@ -326,6 +350,9 @@ def layer_norm(x, gamma, beta, epsilon):
         epsilon: float. Added to the variance.
     """
     dtype = x.dtype
+    kernels = native_kernels(dtype)
+    if kernels is not None:
+        return kernels.keras_vit_layer_norm(x, gamma, beta, epsilon=epsilon)
     if spelling() == "onednn":
         y = _normalized_by_fused_batch_norm(x, epsilon)
         return y * ops.cast(gamma, dtype) + ops.cast(beta, dtype)

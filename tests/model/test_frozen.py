@@ -152,6 +152,21 @@ def tiny():
         (lambda: freeze(tiny()).predict(np.zeros((1, 16, 16, 3)), 0), ValueError, "batch_size"),
         (lambda: freeze(tiny(), batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
         (lambda: freeze(tiny(), batch_size="8"), ValueError, "batch_size must be an int"),
+        (
+            lambda: freeze(tiny(), native_kernels="yes"),
+            ValueError,
+            "native_kernels must be True, False or 'auto'; got 'yes'",
+        ),
+        (
+            lambda: freeze(tiny(), jit_compile=True, native_kernels=True),
+            ValueError,
+            "needs TensorFlow's float32 oneDNN graph (a float32 model, jit_compile=False",
+        ),
+        (
+            lambda: freeze(tiny(), dtype="mixed_bfloat16", jit_compile=False, native_kernels=True),
+            ValueError,
+            "needs TensorFlow's float32 oneDNN graph",
+        ),
     ],
 )
 def test_bad_inputs_are_refused_with_what_was_expected(call, error, message):
@@ -243,13 +258,13 @@ def test_with_onednn_each_layer_norm_is_one_onednn_kernel(fixtures_dir, monkeypa
     model = fixture_model(fixtures_dir)
     norms = sum(isinstance(layer, LayerNorm) for layer in model._flatten_layers())
     assert norms >= 3
-    ops = executed_ops(freeze(model, dtype=dtype, jit_compile=False))
+    ops = executed_ops(freeze(model, dtype=dtype, jit_compile=False, native_kernels=False))
     assert ops.count("_MklLayerNorm") == norms
     assert "Rsqrt" not in ops and "FusedBatchNormV3" not in ops
     if dtype == "bfloat16":
         assert ops.count("Cast") == 2
     monkeypatch.setattr(frozen_module, "onednn_runs", lambda dtype="float32": False)
-    default = executed_ops(freeze(model, dtype=dtype, jit_compile=False))
+    default = executed_ops(freeze(model, dtype=dtype, jit_compile=False, native_kernels=False))
     assert "_MklLayerNorm" not in default and default.count("Rsqrt") == norms
 
 
@@ -355,3 +370,80 @@ def test_frozen_bfloat16_follows_the_reference_and_the_model_in_its_policy(
     assert max_diff(logits, ref["logits"]) > TOL  # really ran in bfloat16
     assert max_diff(logits, own) <= (0.05 if jit_compile else 0.01) * scale
     np.testing.assert_array_equal(logits.argmax(-1), ref["logits"].argmax(-1))
+
+
+def with_kernels():
+    """Skips where TensorFlow's oneDNN does not run float32 or no C++ compiler is here."""
+    import os
+    import shutil
+
+    if not frozen_module.onednn_runs("float32"):
+        pytest.skip("TensorFlow does not run float32 with oneDNN here")
+    if shutil.which(os.environ.get("CXX") or "c++") is None:
+        pytest.skip("no C++ compiler on this machine")
+
+
+@pytest.mark.parametrize(
+    "case,filename",
+    [
+        ("vit_token", "official.npz"),
+        ("hybrid", "timm.safetensors"),
+        ("hf_vit", "model.safetensors"),
+    ],
+)
+def test_frozen_with_the_kernels_matches_the_reference(fixtures_dir, case, filename):
+    with_kernels()
+    _, ref = fixture_case(case)
+    frozen = freeze(fixture_model(fixtures_dir, case, filename), native_kernels=True)
+    assert frozen.native_kernels and not frozen.jit_compile
+    assert max_diff(frozen.predict(ref["inputs"], batch_size=2), ref["logits"]) <= TOL
+
+
+def test_with_the_kernels_each_layer_norm_and_self_attention_is_one_op(fixtures_dir):
+    # Every LayerNorm is one KerasVitLayerNorm; every block's self-attention
+    # one KerasVitSelfAttention, fed the QKV GEMM's output without a
+    # transpose, but the last block's: it attends from the class token only
+    # (ViT.head_outputs) and keeps TensorFlow's ops.
+    from keras_vit.model.blocks import TransformerBlock
+    from keras_vit.model.layers import LayerNorm
+
+    with_kernels()
+    model = fixture_model(fixtures_dir)
+    layers = list(model._flatten_layers())
+    norms = sum(isinstance(layer, LayerNorm) for layer in layers)
+    blocks = sum(isinstance(layer, TransformerBlock) for layer in layers)
+    ops = executed_ops(freeze(model, native_kernels=True))
+    assert ops.count("KerasVitLayerNorm") == norms and "_MklLayerNorm" not in ops
+    assert ops.count("KerasVitSelfAttention") == blocks - 1
+    assert ops.count("Softmax") + ops.count("_MklSoftmax") == 1
+    default = executed_ops(freeze(model, native_kernels=False))
+    assert "KerasVitLayerNorm" not in default and "KerasVitSelfAttention" not in default
+
+    def transposes(ops):
+        return ops.count("Transpose") + ops.count("_MklTranspose")
+
+    # two a block without the kernel: the QKV output to head-major and back
+    assert transposes(ops) == transposes(default) - 2 * (blocks - 1)
+
+
+def test_auto_uses_the_kernels_where_they_build_and_falls_back_where_not(
+    fixtures_dir, monkeypatch, caplog
+):
+    import logging
+
+    from keras_vit.kernels import KernelBuildError, library
+
+    with_kernels()
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)
+    assert freeze(model).native_kernels  # the default is "auto"
+    assert not freeze(model, dtype="mixed_bfloat16").native_kernels  # float32 only
+    monkeypatch.setenv("CXX", "no-such-compiler-keras-vit")
+    monkeypatch.setattr(library, "_LOADED", {})
+    with caplog.at_level(logging.INFO, logger="keras_vit"):
+        fallback = freeze(model)
+    assert not fallback.native_kernels
+    assert "'no-such-compiler-keras-vit' is not on PATH" in caplog.text
+    assert max_diff(fallback.predict(ref["inputs"], batch_size=2), ref["logits"]) <= TOL
+    with pytest.raises(KernelBuildError, match="not on PATH"):
+        freeze(model, native_kernels=True)
