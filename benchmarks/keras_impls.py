@@ -88,7 +88,9 @@ def build_keras_vit(task, precision, workdir, jit_compile=True, policy=None):
     return keras_step(task_model(task), task, jit_compile)
 
 
-def build_keras_vit_frozen(task, precision, workdir, policy=None, jit_compile="auto"):
+def build_keras_vit_frozen(
+    task, precision, workdir, policy=None, jit_compile="auto", native_kernels="auto"
+):
     """keras-vit through ``keras_vit.freeze``: the weights as graph constants (inference).
 
     The same model as ``build_keras_vit`` under the precision's policy (or
@@ -99,13 +101,20 @@ def build_keras_vit_frozen(task, precision, workdir, policy=None, jit_compile="a
     program, with ``"auto"`` what ``freeze`` picks on this machine. The
     graph is tuned for the task's batch size (``freeze``'s ``batch_size``),
     as OpenVINO's CPU plugin picks its kernels for each input shape it runs.
+    ``native_kernels`` is ``freeze``'s (keras-vit's CPU kernels in the
+    float32 oneDNN graph).
     """
     import keras_vit
 
     inference_only(task, "keras-vit-frozen")
     _set_policy(precision, policy)
     images, _ = random_batch(task)
-    frozen = keras_vit.freeze(task_model(task), jit_compile=jit_compile, batch_size=images.shape[0])
+    frozen = keras_vit.freeze(
+        task_model(task),
+        jit_compile=jit_compile,
+        batch_size=images.shape[0],
+        native_kernels=native_kernels,
+    )
     return lambda: frozen(images).numpy()
 
 

@@ -69,6 +69,14 @@ IMPLS = {
         ("bf16",),
         True,
     ),
+    # freeze without keras-vit's CPU kernels: TensorFlow's own LayerNorm and attention ops
+    "keras-vit-frozen-tfops": Impl(
+        functools.partial(keras_impls.build_keras_vit_frozen, native_kernels=False),
+        INFERENCE,
+        ("fp32",),
+        True,
+        quick=False,
+    ),
     "keras-vit-frozen-graph": _frozen(jit_compile=False, quick=False),
     "keras-vit-frozen-xla": _frozen(jit_compile=True, quick=False),
     "keras-vit-frozen+onednn": _frozen(jit_compile=False, env=ONEDNN_ON),

@@ -9,6 +9,7 @@ OURS = (
     "keras-vit-onednn-bf16w",
     "keras-vit-frozen",
     "keras-vit-frozen-bf16w",
+    "keras-vit-frozen-tfops",
     "keras-vit-frozen-graph",
     "keras-vit-frozen-xla",
     "keras-vit-frozen+onednn",
