@@ -19,6 +19,7 @@ BASE = {
     "keras_vit.extras",
     "keras_vit.memory",
     "keras_vit.cache",
+    "keras_vit.digests",
 }
 # subsystem -> the subsystems it may import (DESIGN.md: cli -> train / export /
 # analysis -> model -> weights, data).

@@ -21,6 +21,7 @@ import threading
 
 from keras_vit.atomic import write_bytes_atomic
 from keras_vit.cache import cache_dir
+from keras_vit.digests import recorded_digest, sha256_of
 from keras_vit.kernels.build import SOURCE, KernelBuildError, command, compile_library, compiler
 from keras_vit.messages import logger
 
@@ -72,10 +73,9 @@ def load():
 
 def is_intact(path):
     """Whether ``path`` exists with the SHA-256 recorded beside it when it was built."""
+    recorded = recorded_digest(path)
     try:
-        with open(path + ".sha256", encoding="ascii") as file:
-            recorded = file.read().strip()
-        return recorded == _sha256(path)
+        return recorded is not None and recorded == sha256_of(path)
     except OSError:
         return False
 
@@ -91,7 +91,7 @@ def _built_and_loaded(path, cxx):
         )
         try:
             compile_library(path, cxx)
-            write_bytes_atomic(_sha256(path).encode("ascii"), path + ".sha256")
+            write_bytes_atomic(sha256_of(path).encode("ascii"), path + ".sha256")
         except OSError as error:
             raise KernelBuildError(
                 f"The kernels could not be written to {path} ({error.strerror or error}): set "
@@ -101,14 +101,6 @@ def _built_and_loaded(path, cxx):
         return tf.load_op_library(path)
     except (tf.errors.OpError, OSError) as error:
         raise KernelBuildError(f"The kernels library {path} did not load: {error}") from None
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _cpu_fingerprint():

@@ -23,7 +23,6 @@ run's final files are written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 import keras
 
 from keras_vit.atomic import atomic_path, write_json_atomic
+from keras_vit.digests import sha256_of
 from keras_vit.messages import logger
 
 METADATA = "training_metadata.json"
@@ -41,14 +41,6 @@ _RECORD_KEYS = ("epoch", "weights", "bytes", "sha256", "iterations", "plan")
 
 class ResumeError(ValueError):
     """The backup of a run cannot be resumed exactly; the message says how to start fresh."""
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_name(epoch):
@@ -140,7 +132,7 @@ class RunBackup:
             epoch, path = int(record["epoch"]), self.directory / str(record["weights"])
             if not path.is_file():
                 self._refuse(f"{path}, which {self.metadata_path} names, is missing")
-            if path.stat().st_size != record["bytes"] or _sha256(path) != record["sha256"]:
+            if path.stat().st_size != record["bytes"] or sha256_of(path) != record["sha256"]:
                 self._refuse(f"{path} is damaged (its size or SHA-256 differs from the record)")
             expected, best = int(record["iterations"]), record.get("best")
         elif files:
@@ -181,7 +173,7 @@ class RunBackup:
             "epoch": epoch,
             "weights": path.name,
             "bytes": path.stat().st_size,
-            "sha256": _sha256(path),
+            "sha256": sha256_of(path),
             "iterations": int(model.optimizer.iterations.numpy()),
             "plan": self.plan,
             "best": best,

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from keras_vit.atomic import atomic_path, write_bytes_atomic
 from keras_vit.cache import CACHE_ENV, cache_dir
+from keras_vit.digests import recorded_digest, sha256_of
 from keras_vit.messages import logger
 from keras_vit.validation import integer, number
 
@@ -371,24 +372,6 @@ def _check_room(directory, total, url):
             f"it needs {total / 1e6:.0f} MB and the cache {directory} has {free / 1e6:.0f} MB "
             f"free: free some space or set {CACHE_ENV} to another folder",
         )
-
-
-def sha256_of(path):
-    """SHA-256 hex digest of a file."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def recorded_digest(path):
-    """The digest recorded at the first download of ``path`` (``<path>.sha256``), or None."""
-    try:
-        with open(path + ".sha256", encoding="ascii") as f:
-            return f.read().strip().lower() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def record_digest(path, digest):

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_vit import kernels
+from keras_vit.digests import sha256_of
 from keras_vit.kernels import build, library
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX") or "c++") is not None
@@ -126,7 +127,7 @@ def test_the_library_is_built_once_and_checked_before_each_load(ops):
         assert not library.is_intact(path)  # a changed library is built again
     finally:
         with open(path + ".sha256", "w", encoding="ascii") as file:
-            file.write(library._sha256(path))
+            file.write(sha256_of(path))
 
 
 def test_the_cache_key_follows_the_compiler_and_the_tensorflow(monkeypatch):
