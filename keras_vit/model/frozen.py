@@ -204,7 +204,8 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None, native_kernel
             kernels (``keras_vit.kernels``: a fused LayerNorm and a fused
             self-attention, compiled here on first use) run each float32
             LayerNorm and self-attention. They apply to TensorFlow's float32
-            oneDNN graph only (not to XLA's program, nor to bf16). ``"auto"``
+            oneDNN graph on a machine without a GPU only (not to XLA's
+            program, nor to bf16). ``"auto"``
             uses them there when they build and load, and otherwise falls
             back to TensorFlow's own ops (the reason is logged at INFO);
             True raises where they do not apply or do not build.
@@ -266,7 +267,10 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None, native_kernel
     function = tf.function(call, input_signature=[spec], autograph=False, jit_compile=jit_compile)
     compute_dtype = model.dtype_policy.compute_dtype
     onednn = not jit_compile and onednn_runs(compute_dtype)
-    kernels = _kernels(native_kernels, onednn and compute_dtype == "float32", jit_compile)
+    on_cpu = not tf.config.list_logical_devices("GPU")  # the kernels are CPU ops
+    kernels = _kernels(
+        native_kernels, onednn and on_cpu and compute_dtype == "float32", jit_compile
+    )
     with spelled_for("onednn" if onednn else "default", batch_size=batch_size, kernels=kernels):
         function.get_concrete_function()  # the snapshot: traced now, not at the first call
     return FrozenModel(
@@ -282,15 +286,17 @@ def _is_switch(value):
 def _kernels(native_kernels, applies, jit_compile):
     """keras-vit's CPU kernels module for ``freeze``'s ``native_kernels``, or None.
 
-    ``applies``: the graph is TensorFlow's float32 oneDNN graph.
+    ``applies``: the graph is TensorFlow's float32 oneDNN graph, on a machine
+    without a GPU (where the graph's ops run on the GPU, a CPU op between
+    them would copy its tensors there and back).
     """
     if native_kernels is False or (native_kernels == "auto" and not applies):
         return None
     if not applies:
         where = "XLA's program" if jit_compile else "this graph"
         raise ValueError(
-            "native_kernels=True needs TensorFlow's float32 oneDNN graph (a float32 model, "
-            f"jit_compile=False, oneDNN on); {where} does not run them."
+            "native_kernels=True needs TensorFlow's float32 oneDNN graph on a machine without "
+            f"a GPU (a float32 model, jit_compile=False, oneDNN on); {where} does not run them."
         )
     try:
         return native.load()

@@ -70,6 +70,7 @@ def test_auto_picks_xla_where_onednn_has_no_bfloat16(monkeypatch, bf16_onednn, g
     assert freeze(tiny()).jit_compile is expected
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
     assert freeze(tiny()).jit_compile is False  # with a GPU the graph stays (not measured)
+    assert not freeze(tiny()).native_kernels  # CPU ops: not between a GPU's
 
 
 def test_weights_are_graph_constants_and_one_trace_serves_every_batch(fixtures_dir):
@@ -160,7 +161,7 @@ def tiny():
         (
             lambda: freeze(tiny(), jit_compile=True, native_kernels=True),
             ValueError,
-            "needs TensorFlow's float32 oneDNN graph (a float32 model, jit_compile=False",
+            "needs TensorFlow's float32 oneDNN graph on a machine without a GPU",
         ),
         (
             lambda: freeze(tiny(), dtype="mixed_bfloat16", jit_compile=False, native_kernels=True),
@@ -397,6 +398,34 @@ def test_frozen_with_the_kernels_matches_the_reference(fixtures_dir, case, filen
     frozen = freeze(fixture_model(fixtures_dir, case, filename), native_kernels=True)
     assert frozen.native_kernels and not frozen.jit_compile
     assert max_diff(frozen.predict(ref["inputs"], batch_size=2), ref["logits"]) <= TOL
+
+
+@pytest.mark.parametrize(
+    "case,filename,overrides",
+    [
+        ("deit_distilled", "timm.safetensors", {}),
+        ("vit_registers_layerscale", "timm.safetensors", {}),
+        ("vit_map_head", "big_vision.npz", {}),
+        ("vit_sincos_gap", "big_vision.npz", {"image_size": 32}),
+        ("vit_fc_norm", "timm.safetensors", {}),
+    ],
+)
+def test_frozen_with_the_kernels_matches_the_family_references(
+    fixtures_dir, case, filename, overrides
+):
+    # Prefix tokens (distillation, registers), LayerScale, a MAP head (its
+    # probe's attention keeps TensorFlow's ops) and pooled heads (every
+    # block's attention runs in the kernel), against timm's logits.
+    with_kernels()
+    _, ref = fixture_case(case)
+    model = model_from_checkpoint(fixtures_dir / case / filename, num_heads=4, **overrides)
+    if case == "deit_distilled":  # inference averages the two heads
+        expected = (ref["logits_cls"] + ref["logits_dist"]) / 2
+    else:
+        expected = ref["logits"]
+    frozen = freeze(model, native_kernels=True)
+    assert frozen.native_kernels
+    assert max_diff(frozen.predict(ref["inputs"], batch_size=2), expected) <= TOL
 
 
 def test_with_the_kernels_each_layer_norm_and_self_attention_is_one_op(fixtures_dir):
