@@ -282,3 +282,21 @@ def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
         spelled_for("onednn").__enter__()
     with pytest.raises(ValueError, match="target must be one of"):
         spelled_for("xla").__enter__()
+
+
+def test_the_kernels_are_given_with_the_onednn_spelling_and_taken_for_float32_only():
+    from keras_vit.model.ops import native_kernels, spelled_for
+
+    library = object()  # stands for keras_vit.kernels.load()'s module
+    with (
+        pytest.raises(
+            ValueError, match="CPU kernels go with the 'onednn' spelling; got 'openvino'"
+        ),
+        spelled_for("openvino", kernels=library),
+    ):
+        pass
+    with spelled_for("onednn", kernels=library):
+        assert native_kernels("float32") is library
+        assert native_kernels(tf.float32) is library
+        assert native_kernels("bfloat16") is None
+    assert native_kernels("float32") is None  # outside the spelling
