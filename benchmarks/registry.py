@@ -42,10 +42,14 @@ ALL_TASKS = ("infer_b1", "infer_b16", "train")
 INFERENCE = ("infer_b1", "infer_b16")
 
 
-def _frozen(jit_compile, **options):
-    """A ``keras_vit.freeze`` row (fp32 and bf16 inference) with ``jit_compile`` pinned."""
-    builder = functools.partial(keras_impls.build_keras_vit_frozen, jit_compile=jit_compile)
-    return Impl(builder, INFERENCE, ("fp32", "bf16"), True, **options)
+def _frozen(precisions=("fp32", "bf16"), quick=True, env=(), **options):
+    """A ``keras_vit.freeze`` inference row.
+
+    ``options`` are ``keras_impls.build_keras_vit_frozen``'s: ``jit_compile``,
+    ``policy``, ``native_kernels``.
+    """
+    builder = functools.partial(keras_impls.build_keras_vit_frozen, **options)
+    return Impl(builder, INFERENCE, precisions, True, quick=quick, env=env)
 
 
 IMPLS = {
@@ -62,24 +66,13 @@ IMPLS = {
         ("bf16",),
         True,
     ),
-    "keras-vit-frozen": Impl(keras_impls.build_keras_vit_frozen, INFERENCE, ("fp32", "bf16"), True),
-    "keras-vit-frozen-bf16w": Impl(
-        functools.partial(keras_impls.build_keras_vit_frozen, policy="bfloat16"),
-        INFERENCE,
-        ("bf16",),
-        True,
-    ),
+    "keras-vit-frozen": _frozen(),
+    "keras-vit-frozen-bf16w": _frozen(("bf16",), policy="bfloat16"),
     # freeze without keras-vit's CPU kernels: TensorFlow's own LayerNorm and attention ops
-    "keras-vit-frozen-tfops": Impl(
-        functools.partial(keras_impls.build_keras_vit_frozen, native_kernels=False),
-        INFERENCE,
-        ("fp32",),
-        True,
-        quick=False,
-    ),
-    "keras-vit-frozen-graph": _frozen(jit_compile=False, quick=False),
-    "keras-vit-frozen-xla": _frozen(jit_compile=True, quick=False),
-    "keras-vit-frozen+onednn": _frozen(jit_compile=False, env=ONEDNN_ON),
+    "keras-vit-frozen-tfops": _frozen(("fp32",), quick=False, native_kernels=False),
+    "keras-vit-frozen-graph": _frozen(quick=False, jit_compile=False),
+    "keras-vit-frozen-xla": _frozen(quick=False, jit_compile=True),
+    "keras-vit-frozen+onednn": _frozen(env=ONEDNN_ON, jit_compile=False),
     "keras-vit-savedmodel": Impl(
         portable_impls.build_saved_model, INFERENCE, ("fp32",), True, exported=True
     ),
