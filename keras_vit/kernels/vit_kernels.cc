@@ -1,26 +1,29 @@
-// keras-vit's CPU kernels for frozen float32 inference (keras_vit.kernels).
+// keras-vit's CPU kernels for frozen inference (keras_vit.kernels).
 //
 // KerasVitLayerNorm: LayerNorm over the last axis, one pass per row kept in
-//   L1: x (..., D), gamma (D,), beta (D,) -> (..., D). Statistics in float32,
-//   the variance of the centred values (as keras.ops.layer_normalization).
-// KerasVitSelfAttention: softmax(q k^T) v for every (image, head), read from
+//   L1: x (..., D) float32 or bfloat16, gamma (D,), beta (D,) float32 ->
+//   (..., D) in x's type. Statistics, scale and offset in float32, the
+//   variance of the centred values (as keras.ops.layer_normalization); a
+//   bfloat16 output is rounded once, to nearest even.
+// KerasVitSelfAttention (float32): softmax(q k^T) v for every (image, head), read from
 //   the fused QKV GEMM's output as it lies and written in the layout the
 //   output projection takes: qkv (B, T, 3 * W) -> (B, T, W), W = heads *
 //   head_dim, qkv's last axis [query | key | value], each head-major
 //   (head * head_dim + d), the query already scaled by 1 / sqrt(head_dim).
-//   No transposes, and the (T, T) weights stay in cache between the two
-//   products and the softmax.
+//   No transposes. Per head, the key is copied transposed and the value
+//   packed (float32, rows adjacent), then kRows query rows at a time go
+//   through both products and the softmax while their (kRows, T) weights
+//   stay in L1 (attend_head).
 //
 // Both split their rows (images x heads) into one contiguous chunk per
 // intra-op thread (run_in_chunks), or run inline when the work is small.
-#define EIGEN_DONT_PARALLELIZE
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "tensorflow/core/framework/bfloat16.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -34,49 +37,167 @@ using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
 using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
+using tensorflow::bfloat16;
 
-// exp(x) for the softmax's x <= 0, in a form the compiler vectorises:
-// x = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' degree-6 polynomial,
-// 2^n from the exponent bits; 0 below float's normal range.
-inline float exp_nonpositive(float x) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float xc = std::max(x, -87.0f);
-  const float n = (xc * kLog2e + kRound) - kRound;
-  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.9875691500e-4f;
+// float32 <-> the tensor's type, in forms the compiler vectorises.
+inline float to_float(float x) { return x; }
+inline float to_float(bfloat16 x) {
+  uint16_t half;
+  std::memcpy(&half, &x, sizeof(half));
+  const uint32_t bits = uint32_t{half} << 16;
+  float y;
+  std::memcpy(&y, &bits, sizeof(y));
+  return y;
+}
+inline void store_as(float x, float* out) { *out = x; }
+inline void store_as(float x, bfloat16* out) {  // round to nearest even; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  const uint16_t half = x != x ? uint16_t{0x7fc0}
+                               : static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  std::memcpy(out, &half, sizeof(half));
+}
+
+// The widest float vector of the target (GCC / Clang vector extensions), and
+// the register tile of the attention's products: kRows query rows by two
+// vectors of columns, 16 accumulators with AVX-512's 32 registers, 8 with
+// AVX2's 16.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRows = 8;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+constexpr int kRows = 4;
+#else
+constexpr int kLanes = 4;
+constexpr int kRows = 4;
+#endif
+constexpr int kTileVectors = 2;
+constexpr int64_t kTileColumns = kTileVectors * kLanes;
+typedef float Vector __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IntVector __attribute__((vector_size(kLanes * sizeof(float))));
+typedef float UnalignedVector
+    __attribute__((vector_size(kLanes * sizeof(float)), aligned(sizeof(float))));
+
+inline Vector load(const float* p) { return *reinterpret_cast<const UnalignedVector*>(p); }
+inline void store(float* p, Vector v) { *reinterpret_cast<UnalignedVector*>(p) = v; }
+inline int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+inline Vector splat(float x) { return Vector{} + x; }
+
+// exp(x) for the softmax's x <= 0, lane by lane: x = n ln2 + r,
+// |r| <= ln2 / 2, exp(r) by Cephes' degree-6 polynomial, 2^n from the
+// exponent bits. x is clamped at -87: exp(-87) ~ 1.6e-38, next to a row
+// maximum's exp(0) = 1 the same as 0 in a float32 sum.
+inline Vector exp_nonpositive(Vector x) {
+  const Vector floor = splat(-87.0f);
+  const Vector xc = x < floor ? floor : x;
+  const Vector kRound = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const Vector n = (xc * 1.44269504088896341f + kRound) - kRound;
+  const Vector r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 in two parts
+  Vector p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.0f ? 0.0f : y * scale;
+  const Vector y = p * r * r + r + 1.0f;
+  const IntVector exponent = (__builtin_convertvector(n, IntVector) + 127) << 23;
+  return y * reinterpret_cast<const Vector&>(exponent);
 }
 
-// Softmax of each row of a (rows, n) row-major block, in place.
-void softmax_rows(float* s, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * n;
-    float peak = row[0];
-#pragma omp simd reduction(max : peak)
-    for (int64_t i = 0; i < n; ++i) peak = row[i] > peak ? row[i] : peak;
-    float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-    for (int64_t i = 0; i < n; ++i) {
-      row[i] = exp_nonpositive(row[i] - peak);
-      total += row[i];
+// Softmax numerators exp(x - max x) of a row of `width` floats (a multiple
+// of kLanes), in place; returns the inverse of their sum.
+inline float softmax_numerators(float* row, int64_t width) {
+  Vector peaks = load(row);
+  for (int64_t j = kLanes; j < width; j += kLanes) {
+    const Vector x = load(row + j);
+    peaks = peaks > x ? peaks : x;
+  }
+  float peak = peaks[0];
+  for (int l = 1; l < kLanes; ++l) peak = std::max(peak, peaks[l]);
+  Vector totals = {};
+  for (int64_t j = 0; j < width; j += kLanes) {
+    const Vector e = exp_nonpositive(load(row + j) - peak);
+    store(row + j, e);
+    totals += e;
+  }
+  float total = 0.0f;
+  for (int l = 0; l < kLanes; ++l) total += totals[l];
+  return 1.0f / total;
+}
+
+// c[r][j] = sum_k a[r][k] b[k][j] for a tile of kRows rows of a (row r at
+// a_rows[r], a_step apart along k) and all columns of b (depth rows,
+// row-major, ldb apart, columns a multiple of kTileColumns): c (kRows, ldc).
+inline void product_tile(const float* const* a_rows, int64_t a_step, const float* b,
+                         int64_t depth, int64_t columns, int64_t ldb, float* c, int64_t ldc) {
+  for (int64_t j0 = 0; j0 < columns; j0 += kTileColumns) {
+    Vector acc[kRows][kTileVectors] = {};
+    for (int64_t k = 0; k < depth; ++k) {
+      Vector bk[kTileVectors];
+      for (int v = 0; v < kTileVectors; ++v) bk[v] = load(b + k * ldb + j0 + v * kLanes);
+      for (int r = 0; r < kRows; ++r) {
+        const float ar = a_rows[r][k * a_step];
+        for (int v = 0; v < kTileVectors; ++v) acc[r][v] += ar * bk[v];
+      }
     }
-    const float inverse = 1.0f / total;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) row[i] *= inverse;
+    for (int r = 0; r < kRows; ++r)
+      for (int v = 0; v < kTileVectors; ++v) store(c + r * ldc + j0 + v * kLanes, acc[r][v]);
   }
 }
 
+// Per-thread float32 buffers of attend_head for (tokens, head_dim).
+struct AttentionScratch {
+  AttentionScratch(int64_t tokens, int64_t head_dim)
+      : keys_width(round_up(tokens, kTileColumns)),
+        values_width(round_up(head_dim, kTileColumns)),
+        keys(head_dim * keys_width),              // k^T, zero past `tokens`
+        values(tokens * values_width),            // v, zero past `head_dim`
+        weights(kRows * keys_width),              // a tile's (kRows, tokens)
+        attended(kRows * values_width) {}         // a tile's (kRows, head_dim)
+  int64_t keys_width, values_width;
+  std::vector<float> keys, values, weights, attended;
+};
+
+// softmax(q k^T) v of one (image, head): q, k, v (tokens, head_dim), rows
+// `stride` apart; out (tokens, head_dim), rows `out_stride` apart.
+void attend_head(const float* q, const float* k, const float* v, int64_t stride,
+                 int64_t tokens, int64_t head_dim, float* out, int64_t out_stride,
+                 AttentionScratch& s) {
+  const int64_t kw = s.keys_width, vw = s.values_width;
+  float* keys = s.keys.data();
+  float* values = s.values.data();
+  for (int64_t j = 0; j < tokens; ++j) {  // k^T; v with its rows adjacent
+    for (int64_t d = 0; d < head_dim; ++d) keys[d * kw + j] = k[j * stride + d];
+    std::copy(v + j * stride, v + j * stride + head_dim, values + j * vw);
+  }
+  float* weights = s.weights.data();
+  float* attended = s.attended.data();
+  for (int64_t i0 = 0; i0 < tokens; i0 += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, tokens - i0));
+    const float* query_rows[kRows];
+    const float* weight_rows[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      query_rows[r] = q + (i0 + std::min(r, rows - 1)) * stride;  // the last row again
+      weight_rows[r] = weights + r * kw;
+    }
+    product_tile(query_rows, 1, keys, head_dim, kw, kw, weights, kw);
+    float inverse[kRows];
+    for (int r = 0; r < rows; ++r) {  // padding columns left out of the softmax
+      float* row = weights + r * kw;
+      std::fill(row + tokens, row + kw, -INFINITY);
+      inverse[r] = softmax_numerators(row, kw);
+    }
+    product_tile(weight_rows, 1, values, tokens, vw, vw, attended, vw);
+    for (int r = 0; r < rows; ++r) {
+      float* o = out + (i0 + r) * out_stride;
+      const float* a = attended + r * vw;
+      const float scale = inverse[r];
+#pragma omp simd
+      for (int64_t d = 0; d < head_dim; ++d) o[d] = a[d] * scale;
+    }
+  }
+}
 
 // Work below this many element operations runs on the calling thread alone:
 // waking a sleeping pool thread and being woken again cost about 140 us a
@@ -111,13 +232,15 @@ void run_in_chunks(OpKernelContext* c, int64_t total, int64_t cost, const Fn& fn
 }  // namespace
 
 REGISTER_OP("KerasVitLayerNorm")
-    .Input("x: float")
+    .Input("x: T")
     .Input("gamma: float")
     .Input("beta: float")
-    .Output("y: float")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16}")
     .Attr("epsilon: float")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 
+template <typename T>
 class LayerNormOp : public OpKernel {
  public:
   explicit LayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -139,28 +262,29 @@ class LayerNormOp : public OpKernel {
     OP_REQUIRES_OK(c, c->allocate_output(0, x.shape(), &y));
     if (d == 0 || x.NumElements() == 0) return;
     const int64_t rows = x.NumElements() / d;
-    const float* xp = x.flat<float>().data();
+    const T* xp = x.flat<T>().data();
     const float* gp = gamma.flat<float>().data();
     const float* bp = beta.flat<float>().data();
-    float* yp = y->flat<float>().data();
+    T* yp = y->flat<T>().data();
     const float epsilon = epsilon_;
     auto normalize = [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const float* xr = xp + r * d;
-        float* yr = yp + r * d;
+        const T* xr = xp + r * d;
+        T* yr = yp + r * d;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < d; ++i) sum += xr[i];
+        for (int64_t i = 0; i < d; ++i) sum += to_float(xr[i]);
         const float mean = sum / d;
         float squares = 0.0f;
 #pragma omp simd reduction(+ : squares)
         for (int64_t i = 0; i < d; ++i) {
-          const float centred = xr[i] - mean;
+          const float centred = to_float(xr[i]) - mean;
           squares += centred * centred;
         }
         const float inverse = 1.0f / std::sqrt(squares / d + epsilon);
 #pragma omp simd
-        for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mean) * inverse * gp[i] + bp[i];
+        for (int64_t i = 0; i < d; ++i)
+          store_as((to_float(xr[i]) - mean) * inverse * gp[i] + bp[i], yr + i);
       }
     };
     run_in_chunks(c, rows, 4 * d, normalize);
@@ -169,8 +293,6 @@ class LayerNormOp : public OpKernel {
  private:
   float epsilon_;
 };
-
-REGISTER_KERNEL_BUILDER(Name("KerasVitLayerNorm").Device(tensorflow::DEVICE_CPU), LayerNormOp);
 
 REGISTER_OP("KerasVitSelfAttention")
     .Input("qkv: float")
@@ -194,9 +316,6 @@ class SelfAttentionOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* c) override {
-    using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using Rows = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
-    using OutRows = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
     const Tensor& qkv = c->input(0);
     OP_REQUIRES(c, qkv.dims() == 3,
                 absl::InvalidArgumentError(absl::StrCat(
@@ -216,19 +335,12 @@ class SelfAttentionOp : public OpKernel {
     const float* in = qkv.flat<float>().data();
     float* out = attended->flat<float>().data();
     auto attend = [=](int64_t begin, int64_t end) {
-      std::vector<float> scores(tokens * tokens);
-      Eigen::Map<Matrix> weights(scores.data(), tokens, tokens);
+      AttentionScratch scratch(tokens, head_dim);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / heads, h = item % heads;
         const float* base = in + b * tokens * packed + h * head_dim;
-        Rows q(base, tokens, head_dim, Eigen::OuterStride<>(packed));
-        Rows k(base + width, tokens, head_dim, Eigen::OuterStride<>(packed));
-        Rows v(base + 2 * width, tokens, head_dim, Eigen::OuterStride<>(packed));
-        weights.noalias() = q * k.transpose();
-        softmax_rows(scores.data(), tokens, tokens);
-        OutRows o(out + b * tokens * width + h * head_dim, tokens, head_dim,
-                  Eigen::OuterStride<>(width));
-        o.noalias() = weights * v;
+        attend_head(base, base + width, base + 2 * width, packed, tokens, head_dim,
+                    out + b * tokens * width + h * head_dim, width, scratch);
       }
     };
     run_in_chunks(c, batch * heads, 4 * tokens * tokens * head_dim, attend);
@@ -238,6 +350,12 @@ class SelfAttentionOp : public OpKernel {
   int num_heads_;
 };
 
+REGISTER_KERNEL_BUILDER(
+    Name("KerasVitLayerNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
+    LayerNormOp<float>);
+REGISTER_KERNEL_BUILDER(
+    Name("KerasVitLayerNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<bfloat16>("T"),
+    LayerNormOp<bfloat16>);
 REGISTER_KERNEL_BUILDER(Name("KerasVitSelfAttention").Device(tensorflow::DEVICE_CPU),
                         SelfAttentionOp);
 

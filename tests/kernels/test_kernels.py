@@ -56,8 +56,33 @@ def test_layer_norm_matches_keras(ops, shape):
     np.testing.assert_allclose(got, np.asarray(expected), atol=2e-5)
 
 
+def test_bfloat16_layer_norm_is_rounded_once_from_float32(ops):
+    # Statistics, scale and offset in float32 from the bf16 input, then one
+    # rounding to nearest even: within half a bf16 step (2^-8 relative) of
+    # Keras's float32 LayerNorm of the same bf16 values.
+    rng = np.random.default_rng(2)
+    x = tf.cast(rng.normal(3.0, 2.0, (2, 197, 768)).astype("float32"), tf.bfloat16)
+    gamma = rng.normal(1.0, 0.1, 768).astype("float32")
+    beta = rng.normal(0.0, 0.1, 768).astype("float32")
+    got = ops.keras_vit_layer_norm(x, gamma, beta, epsilon=1e-6)
+    assert got.dtype == tf.bfloat16
+    got = tf.cast(got, tf.float32).numpy()
+    exact = np.asarray(
+        keras.ops.layer_normalization(tf.cast(x, tf.float32), gamma, beta, epsilon=1e-6)
+    )
+    assert np.all(np.abs(got - exact) <= 2.0**-8 * np.abs(exact) + 1e-6)
+    assert np.mean(got != exact) > 0.5  # really rounded to bf16
+    # TensorFlow's own rounding of the float32 result, but where float32
+    # summation orders differ at a rounding boundary
+    rounded = tf.cast(tf.cast(exact, tf.bfloat16), tf.float32).numpy()
+    assert np.mean(got == rounded) > 0.999
+
+
 @pytest.mark.parametrize(
-    "batch,tokens,heads,head_dim", [(2, 197, 12, 64), (1, 50, 3, 8), (3, 1, 2, 4)]
+    "batch,tokens,heads,head_dim",
+    # ViT-B's heads; fewer tokens than a tile's rows; ViT-H's head size 80
+    # (not a multiple of the vector tile); odd sizes
+    [(2, 197, 12, 64), (1, 50, 3, 8), (3, 1, 2, 4), (1, 257, 2, 80), (2, 7, 2, 33)],
 )
 def test_self_attention_matches_the_formula(ops, batch, tokens, heads, head_dim):
     rng = np.random.default_rng(1)
@@ -68,8 +93,8 @@ def test_self_attention_matches_the_formula(ops, batch, tokens, heads, head_dim)
 
 
 def test_softmax_keeps_large_logits_finite(ops):
-    # Logits 80 apart: exp(-80) is below the kernel's cut-off, and the row
-    # maximum is subtracted first, so nothing overflows.
+    # Logits 80 apart: the row maximum is subtracted first, so nothing
+    # overflows, and exp(-160) is taken at the kernel's floor, exp(-87).
     qkv = np.zeros((1, 3, 6), "float32")
     qkv[0, :, 0] = 1.0  # query
     qkv[0, :, 2] = [0.0, 80.0, -80.0]  # key
