@@ -223,7 +223,7 @@ class MultiHeadSelfAttention(layers.Layer):
             ``(B, T, D)``, and the weights with ``return_attention_scores``.
         """
         hidden = self.num_heads * self.head_dim
-        kernels = native_kernels(x.dtype)
+        kernels = native_kernels(x.dtype, "self_attention")
         scores = None
         if kernels is not None and context is None and not return_attention_scores:
             # keras-vit's CPU kernel (frozen float32 inference): no transposes.

@@ -30,11 +30,11 @@ otherwise redoes at every step:
   bf16 QKV products run as bare MatMuls with the bias inside the product
   (the step 1.029x faster at batch 1; 0.986x as fast at batch 16, hence
   not the default);
-- in that float32 oneDNN graph, keras-vit's CPU kernels (``keras_vit.kernels``,
-  compiled on this machine on first use; ``native_kernels``) run each
-  LayerNorm and each block's self-attention as one op: TensorFlow has no
-  fused attention op on CPU, and its ``_MklLayerNorm`` sets up oneDNN at
-  every call.
+- in that oneDNN graph, float32 or bfloat16, keras-vit's CPU kernels
+  (``keras_vit.kernels``, compiled on this machine on first use;
+  ``native_kernels``) run each LayerNorm and each block's self-attention as
+  one op (in bf16 the LayerNorms only): TensorFlow has no fused attention
+  op on CPU, and its ``_MklLayerNorm`` sets up oneDNN at every call.
 
 ``jit_compile=True`` instead compiles the whole call with XLA, the weights
 being literals of the compiled program (the same weight arithmetic folded
@@ -92,7 +92,7 @@ import numpy as np
 from keras_vit import kernels as native
 from keras_vit.memory import release_memory
 from keras_vit.messages import logger
-from keras_vit.model.ops import spelled_for
+from keras_vit.model.ops import KERNEL_DTYPES, spelled_for
 from keras_vit.model.vit import ViT
 from keras_vit.validation import integer
 
@@ -202,10 +202,10 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None, native_kernel
             ``keras_vit.model.ops``); None tunes for batches of 16 and more.
         native_kernels: True, False or ``"auto"``: whether keras-vit's CPU
             kernels (``keras_vit.kernels``: a fused LayerNorm and a fused
-            self-attention, compiled here on first use) run each float32
-            LayerNorm and self-attention. They apply to TensorFlow's float32
-            oneDNN graph on a machine without a GPU only (not to XLA's
-            program, nor to bf16). ``"auto"``
+            self-attention, compiled here on first use) run each LayerNorm
+            and each float32 self-attention. They apply to TensorFlow's oneDNN
+            graph (float32, ``mixed_bfloat16`` or ``bfloat16``) on a machine
+            without a GPU only (not to XLA's program). ``"auto"``
             uses them there when they build and load, and otherwise falls
             back to TensorFlow's own ops (the reason is logged at INFO);
             True raises where they do not apply or do not build.
@@ -269,7 +269,9 @@ def freeze(model, dtype=None, jit_compile="auto", batch_size=None, native_kernel
     onednn = not jit_compile and onednn_runs(compute_dtype)
     on_cpu = not tf.config.list_logical_devices("GPU")  # the kernels are CPU ops
     kernels = _kernels(
-        native_kernels, onednn and on_cpu and compute_dtype == "float32", jit_compile
+        native_kernels,
+        onednn and on_cpu and any(compute_dtype in dtypes for dtypes in KERNEL_DTYPES.values()),
+        jit_compile,
     )
     with spelled_for("onednn" if onednn else "default", batch_size=batch_size, kernels=kernels):
         function.get_concrete_function()  # the snapshot: traced now, not at the first call
@@ -286,7 +288,8 @@ def _is_switch(value):
 def _kernels(native_kernels, applies, jit_compile):
     """keras-vit's CPU kernels module for ``freeze``'s ``native_kernels``, or None.
 
-    ``applies``: the graph is TensorFlow's float32 oneDNN graph, on a machine
+    ``applies``: the graph is TensorFlow's oneDNN graph in one of the
+    kernels' ``KERNEL_DTYPES``, on a machine
     without a GPU (where the graph's ops run on the GPU, a CPU op between
     them would copy its tensors there and back).
     """
@@ -295,8 +298,9 @@ def _kernels(native_kernels, applies, jit_compile):
     if not applies:
         where = "XLA's program" if jit_compile else "this graph"
         raise ValueError(
-            "native_kernels=True needs TensorFlow's float32 oneDNN graph on a machine without "
-            f"a GPU (a float32 model, jit_compile=False, oneDNN on); {where} does not run them."
+            "native_kernels=True needs TensorFlow's oneDNN graph on a machine without a GPU "
+            f"(a float32 or bfloat16 compute dtype, jit_compile=False, oneDNN on); {where} does "
+            "not run them."
         )
     try:
         return native.load()

@@ -35,8 +35,8 @@ float32), and some block GEMMs are 1x1 convolutions (``block_affine``); a
 graph tuned for one image (``spelled_for("onednn", batch_size=1)``) runs
 the bf16 QKV product as one bare MatMul with its bias inside. With
 keras-vit's CPU kernels given to it (``spelled_for("onednn", kernels=...)``,
-``native_kernels``), each float32 LayerNorm and self-attention is one op of
-``keras_vit.kernels``. Every other graph (exports included) keeps the
+``native_kernels``), each float32 or bfloat16 LayerNorm and each float32
+self-attention is one op of ``keras_vit.kernels``. Every other graph (exports included) keeps the
 default.
 """
 
@@ -135,7 +135,8 @@ def spelled_for(target, batch_size=None, kernels=None):
             (``spelled_batch_size``); the graph still takes any batch size.
         kernels: optional, with ``"onednn"`` only: the module of keras-vit's
             CPU kernels (``keras_vit.kernels.load()``), which then run each
-            float32 LayerNorm and self-attention (``native_kernels``).
+            float32 and bfloat16 LayerNorm and float32 self-attention
+            (``native_kernels``).
     """
     if target not in SPELLINGS:
         raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
@@ -164,14 +165,21 @@ def spelled_batch_size():
     return _SPELLING.get()[1]
 
 
-def native_kernels(dtype):
-    """keras-vit's CPU kernels module where the traced graph runs them on ``dtype``, else None.
+#: The compute dtypes each of keras-vit's CPU kernels runs (``keras_vit.kernels``). In
+#: bf16 TensorFlow's own attention ops stay: their bf16 products run at twice
+#: the float32 kernel's rate (the kernel's float32 attention took 1.5x their
+#: share of a frozen bf16 ViT-B/16 step at batch 1, the LayerNorm 0.5x).
+KERNEL_DTYPES = {"layer_norm": ("float32", "bfloat16"), "self_attention": ("float32",)}
 
-    They are given to ``spelled_for("onednn", kernels=...)`` and take float32
-    only (``keras_vit.kernels``).
+
+def native_kernels(dtype, kernel):
+    """keras-vit's CPU kernels module where the traced graph runs ``kernel`` on ``dtype``, or None.
+
+    They are given to ``spelled_for("onednn", kernels=...)``; ``kernel`` is a
+    key of ``KERNEL_DTYPES``.
     """
     kernels = _SPELLING.get()[2]
-    if kernels is None or keras.backend.standardize_dtype(dtype) != "float32":
+    if kernels is None or keras.backend.standardize_dtype(dtype) not in KERNEL_DTYPES[kernel]:
         return None
     return kernels
 
@@ -334,8 +342,9 @@ def layer_norm(x, gamma, beta, epsilon):
     and after the scale and offset (bfloat16 ops).
 
     With keras-vit's CPU kernels in the graph (``native_kernels``), a
-    float32 LayerNorm is one ``KerasVitLayerNorm`` op instead: the same
-    statistics, without ``_MklLayerNorm``'s per-call setup.
+    float32 or bfloat16 LayerNorm is one ``KerasVitLayerNorm`` op instead:
+    the same statistics, scale and offset in float32 and one rounding of a
+    bfloat16 output, without ``_MklLayerNorm``'s per-call setup.
 
     Inside ``spelled_for("openvino")`` it is spelled
     ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
@@ -350,9 +359,10 @@ def layer_norm(x, gamma, beta, epsilon):
         epsilon: float. Added to the variance.
     """
     dtype = x.dtype
-    kernels = native_kernels(dtype)
+    kernels = native_kernels(dtype, "layer_norm")
     if kernels is not None:
-        return kernels.keras_vit_layer_norm(x, gamma, beta, epsilon=epsilon)
+        float32 = [ops.cast(weight, "float32") for weight in (gamma, beta)]
+        return kernels.keras_vit_layer_norm(x, *float32, epsilon=epsilon)
     if spelling() == "onednn":
         y = _normalized_by_fused_batch_norm(x, epsilon)
         return y * ops.cast(gamma, dtype) + ops.cast(beta, dtype)

@@ -161,12 +161,12 @@ def tiny():
         (
             lambda: freeze(tiny(), jit_compile=True, native_kernels=True),
             ValueError,
-            "needs TensorFlow's float32 oneDNN graph on a machine without a GPU",
+            "needs TensorFlow's oneDNN graph on a machine without a GPU",
         ),
         (
-            lambda: freeze(tiny(), dtype="mixed_bfloat16", jit_compile=False, native_kernels=True),
+            lambda: freeze(tiny(), dtype="mixed_float16", jit_compile=False, native_kernels=True),
             ValueError,
-            "needs TensorFlow's float32 oneDNN graph",
+            "(a float32 or bfloat16 compute dtype, jit_compile=False, oneDNN on); this graph",
         ),
     ],
 )
@@ -455,6 +455,34 @@ def test_with_the_kernels_each_layer_norm_and_self_attention_is_one_op(fixtures_
     assert transposes(ops) == transposes(default) - 2 * (blocks - 1)
 
 
+@pytest.mark.parametrize("dtype", with_onednn("bfloat16", "mixed_bfloat16"))
+def test_in_bfloat16_the_kernels_run_each_layer_norm_and_follow_the_reference(fixtures_dir, dtype):
+    # In bf16 every LayerNorm is one KerasVitLayerNorm, statistics, scale and
+    # offset in float32 and one rounding; the attention keeps TensorFlow's
+    # bf16 ops (no KerasVitSelfAttention). The logits stay in the bf16 band
+    # of timm's float32 reference, and within bf16 roundings of the same
+    # graph with TensorFlow's _MklLayerNorm.
+    from keras_vit.model.layers import LayerNorm
+
+    with_kernels()
+    _, ref = fixture_case("vit_token")
+    model = fixture_model(fixtures_dir)
+    norms = sum(isinstance(layer, LayerNorm) for layer in model._flatten_layers())
+    frozen = freeze(model, dtype=dtype, native_kernels=True)
+    assert frozen.native_kernels
+    ops = executed_ops(frozen)
+    assert ops.count("KerasVitLayerNorm") == norms and "_MklLayerNorm" not in ops
+    assert "KerasVitSelfAttention" not in ops
+    logits = np.asarray(frozen.predict(ref["inputs"]), dtype="float32")
+    tfops = freeze(model, dtype=dtype, native_kernels=False)
+    own = np.asarray(tfops.predict(ref["inputs"]), dtype="float32")
+    scale = np.abs(ref["logits"]).max()
+    assert max_diff(logits, ref["logits"]) <= 0.05 * scale
+    assert max_diff(logits, ref["logits"]) > TOL  # really ran in bfloat16
+    assert max_diff(logits, own) <= 0.01 * scale
+    np.testing.assert_array_equal(logits.argmax(-1), ref["logits"].argmax(-1))
+
+
 def test_auto_uses_the_kernels_where_they_build_and_falls_back_where_not(
     fixtures_dir, monkeypatch, caplog
 ):
@@ -466,7 +494,8 @@ def test_auto_uses_the_kernels_where_they_build_and_falls_back_where_not(
     _, ref = fixture_case("vit_token")
     model = fixture_model(fixtures_dir)
     assert freeze(model).native_kernels  # the default is "auto"
-    assert not freeze(model, dtype="mixed_bfloat16").native_kernels  # float32 only
+    assert not freeze(model, jit_compile=True).native_kernels
+    assert not freeze(model, dtype="mixed_float16", jit_compile=False).native_kernels
     monkeypatch.setenv("CXX", "no-such-compiler-keras-vit")
     monkeypatch.setattr(library, "_LOADED", {})
     with caplog.at_level(logging.INFO, logger="keras_vit"):

@@ -284,7 +284,7 @@ def test_onednn_spelling_is_refused_on_another_backend(monkeypatch):
         spelled_for("xla").__enter__()
 
 
-def test_the_kernels_are_given_with_the_onednn_spelling_and_taken_for_float32_only():
+def test_the_kernels_are_given_with_the_onednn_spelling_and_taken_for_their_dtypes():
     from keras_vit.model.ops import native_kernels, spelled_for
 
     library = object()  # stands for keras_vit.kernels.load()'s module
@@ -296,7 +296,10 @@ def test_the_kernels_are_given_with_the_onednn_spelling_and_taken_for_float32_on
     ):
         pass
     with spelled_for("onednn", kernels=library):
-        assert native_kernels("float32") is library
-        assert native_kernels(tf.float32) is library
-        assert native_kernels("bfloat16") is None
-    assert native_kernels("float32") is None  # outside the spelling
+        assert native_kernels("float32", "layer_norm") is library
+        assert native_kernels(tf.float32, "self_attention") is library
+        assert native_kernels("bfloat16", "layer_norm") is library
+        # bf16 attention keeps TensorFlow's ops (bf16 products)
+        assert native_kernels(tf.bfloat16, "self_attention") is None
+        assert native_kernels("float16", "layer_norm") is None
+    assert native_kernels("float32", "layer_norm") is None  # outside the spelling
