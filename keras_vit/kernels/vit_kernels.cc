@@ -4,7 +4,11 @@
 //   L1: x (..., D) float32 or bfloat16, gamma (D,), beta (D,) float32 ->
 //   (..., D) in x's type. Statistics, scale and offset in float32, the
 //   variance of the centred values (as keras.ops.layer_normalization); a
-//   bfloat16 output is rounded once, to nearest even.
+//   bfloat16 output is rounded once, to nearest even. The output's type U
+//   may differ from x's T (a float32 stream normalised for a bf16 GEMM).
+// KerasVitAddLayerNorm: a residual add and the LayerNorm after it, in one
+//   pass per row: stream (..., D) float32 + branch (..., D) float32 or
+//   bfloat16 -> the sum (float32) and its LayerNorm (type U).
 // KerasVitSelfAttention (float32): softmax(q k^T) v for every (image, head), read from
 //   the fused QKV GEMM's output as it lies and written in the layout the
 //   output projection takes: qkv (B, T, 3 * W) -> (B, T, W), W = heads *
@@ -231,16 +235,50 @@ void run_in_chunks(OpKernelContext* c, int64_t total, int64_t cost, const Fn& fn
 
 }  // namespace
 
+// LayerNorm of one row x (d,) into y (d,): statistics, scale and offset in
+// float32, y rounded once to its type.
+template <typename In, typename Out>
+void normalize_row(const In* x, const float* gamma, const float* beta, int64_t d,
+                   float epsilon, Out* y) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < d; ++i) sum += to_float(x[i]);
+  const float mean = sum / d;
+  float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+  for (int64_t i = 0; i < d; ++i) {
+    const float centred = to_float(x[i]) - mean;
+    squares += centred * centred;
+  }
+  const float inverse = 1.0f / std::sqrt(squares / d + epsilon);
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) store_as((to_float(x[i]) - mean) * inverse * gamma[i] + beta[i], y + i);
+}
+
+// The checks both LayerNorm ops make of x (..., D), gamma and beta.
+absl::Status check_layer_norm(const char* op, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta) {
+  if (x.dims() < 1) return absl::InvalidArgumentError(absl::StrCat(op, ": x must have rank >= 1"));
+  const int64_t d = x.dim_size(x.dims() - 1);
+  if (gamma.NumElements() != d || beta.NumElements() != d)
+    return absl::InvalidArgumentError(absl::StrCat(op, ": gamma and beta must have ", d,
+                                                   " values, got ", gamma.NumElements(),
+                                                   " and ", beta.NumElements()));
+  return absl::OkStatus();
+}
+
 REGISTER_OP("KerasVitLayerNorm")
     .Input("x: T")
     .Input("gamma: float")
     .Input("beta: float")
-    .Output("y: T")
+    .Output("y: U")
     .Attr("T: {float, bfloat16}")
+    .Attr("U: {float, bfloat16}")
     .Attr("epsilon: float")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 
-template <typename T>
+// x (..., D) of type T -> y (..., D) of type U.
+template <typename T, typename U>
 class LayerNormOp : public OpKernel {
  public:
   explicit LayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -251,43 +289,84 @@ class LayerNormOp : public OpKernel {
     const Tensor& x = c->input(0);
     const Tensor& gamma = c->input(1);
     const Tensor& beta = c->input(2);
-    OP_REQUIRES(c, x.dims() >= 1,
-                absl::InvalidArgumentError("KerasVitLayerNorm: x must have rank >= 1"));
-    const int64_t d = x.dim_size(x.dims() - 1);
-    OP_REQUIRES(c, gamma.NumElements() == d && beta.NumElements() == d,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "KerasVitLayerNorm: gamma and beta must have ", d, " values, got ",
-                    gamma.NumElements(), " and ", beta.NumElements())));
+    OP_REQUIRES_OK(c, check_layer_norm("KerasVitLayerNorm", x, gamma, beta));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, x.shape(), &y));
+    const int64_t d = x.dim_size(x.dims() - 1);
     if (d == 0 || x.NumElements() == 0) return;
-    const int64_t rows = x.NumElements() / d;
     const T* xp = x.flat<T>().data();
     const float* gp = gamma.flat<float>().data();
     const float* bp = beta.flat<float>().data();
-    T* yp = y->flat<T>().data();
+    U* yp = y->flat<U>().data();
     const float epsilon = epsilon_;
-    auto normalize = [=](int64_t begin, int64_t end) {
+    run_in_chunks(c, x.NumElements() / d, 4 * d, [=](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) normalize_row(xp + r * d, gp, bp, d, epsilon, yp + r * d);
+    });
+  }
+
+ private:
+  float epsilon_;
+};
+
+REGISTER_OP("KerasVitAddLayerNorm")
+    .Input("stream: float")
+    .Input("branch: B")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("sum: float")
+    .Output("y: U")
+    .Attr("B: {float, bfloat16}")
+    .Attr("U: {float, bfloat16}")
+    .Attr("epsilon: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle shape;
+      TF_RETURN_IF_ERROR(c->Merge(c->input(0), c->input(1), &shape));
+      c->set_output(0, shape);
+      c->set_output(1, shape);
+      return absl::OkStatus();
+    });
+
+// A residual add and the LayerNorm after it, in one pass per row: stream
+// (..., D) float32 + branch (..., D) of type B -> sum (float32) and
+// y = LayerNorm(sum) of type U.
+template <typename B, typename U>
+class AddLayerNormOp : public OpKernel {
+ public:
+  explicit AddLayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+  }
+
+  void Compute(OpKernelContext* c) override {
+    const Tensor& stream = c->input(0);
+    const Tensor& branch = c->input(1);
+    const Tensor& gamma = c->input(2);
+    const Tensor& beta = c->input(3);
+    OP_REQUIRES(c, stream.shape() == branch.shape(),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "KerasVitAddLayerNorm: stream and branch must have one shape, got ",
+                    stream.shape().DebugString(), " and ", branch.shape().DebugString())));
+    OP_REQUIRES_OK(c, check_layer_norm("KerasVitAddLayerNorm", stream, gamma, beta));
+    Tensor* sum = nullptr;
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, stream.shape(), &sum));
+    OP_REQUIRES_OK(c, c->allocate_output(1, stream.shape(), &y));
+    const int64_t d = stream.dim_size(stream.dims() - 1);
+    if (d == 0 || stream.NumElements() == 0) return;
+    const float* sp = stream.flat<float>().data();
+    const B* bp = branch.flat<B>().data();
+    const float* gp = gamma.flat<float>().data();
+    const float* op = beta.flat<float>().data();
+    float* total = sum->flat<float>().data();
+    U* yp = y->flat<U>().data();
+    const float epsilon = epsilon_;
+    run_in_chunks(c, stream.NumElements() / d, 5 * d, [=](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const T* xr = xp + r * d;
-        T* yr = yp + r * d;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < d; ++i) sum += to_float(xr[i]);
-        const float mean = sum / d;
-        float squares = 0.0f;
-#pragma omp simd reduction(+ : squares)
-        for (int64_t i = 0; i < d; ++i) {
-          const float centred = to_float(xr[i]) - mean;
-          squares += centred * centred;
-        }
-        const float inverse = 1.0f / std::sqrt(squares / d + epsilon);
+        float* row = total + r * d;
 #pragma omp simd
-        for (int64_t i = 0; i < d; ++i)
-          store_as((to_float(xr[i]) - mean) * inverse * gp[i] + bp[i], yr + i);
+        for (int64_t i = 0; i < d; ++i) row[i] = sp[r * d + i] + to_float(bp[r * d + i]);
+        normalize_row(row, gp, op, d, epsilon, yp + r * d);
       }
-    };
-    run_in_chunks(c, rows, 4 * d, normalize);
+    });
   }
 
  private:
@@ -350,12 +429,22 @@ class SelfAttentionOp : public OpKernel {
   int num_heads_;
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("KerasVitLayerNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
-    LayerNormOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("KerasVitLayerNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<bfloat16>("T"),
-    LayerNormOp<bfloat16>);
+#define KERAS_VIT_REGISTER_NORMS(In, Out)                                         \
+  REGISTER_KERNEL_BUILDER(Name("KerasVitLayerNorm")                              \
+                              .Device(tensorflow::DEVICE_CPU)                    \
+                              .TypeConstraint<In>("T")                           \
+                              .TypeConstraint<Out>("U"),                         \
+                          LayerNormOp<In, Out>);                                 \
+  REGISTER_KERNEL_BUILDER(Name("KerasVitAddLayerNorm")                           \
+                              .Device(tensorflow::DEVICE_CPU)                    \
+                              .TypeConstraint<In>("B")                           \
+                              .TypeConstraint<Out>("U"),                         \
+                          AddLayerNormOp<In, Out>);
+KERAS_VIT_REGISTER_NORMS(float, float)
+KERAS_VIT_REGISTER_NORMS(float, bfloat16)
+KERAS_VIT_REGISTER_NORMS(bfloat16, float)
+KERAS_VIT_REGISTER_NORMS(bfloat16, bfloat16)
+#undef KERAS_VIT_REGISTER_NORMS
 REGISTER_KERNEL_BUILDER(Name("KerasVitSelfAttention").Device(tensorflow::DEVICE_CPU),
                         SelfAttentionOp);
 

@@ -50,32 +50,69 @@ def test_layer_norm_matches_keras(ops, shape):
     x = rng.normal(3.0, 2.0, shape).astype("float32")  # an offset mean, as in the stream
     gamma = rng.normal(1.0, 0.1, shape[-1]).astype("float32")
     beta = rng.normal(0.0, 0.1, shape[-1]).astype("float32")
-    got = ops.keras_vit_layer_norm(x, gamma, beta, epsilon=1e-6).numpy()
+    got = ops.keras_vit_layer_norm(x, gamma, beta, epsilon=1e-6, U=tf.float32).numpy()
     expected = keras.ops.layer_normalization(x, gamma, beta, epsilon=1e-6)
     assert got.shape == shape
     np.testing.assert_allclose(got, np.asarray(expected), atol=2e-5)
 
 
-def test_bfloat16_layer_norm_is_rounded_once_from_float32(ops):
-    # Statistics, scale and offset in float32 from the bf16 input, then one
-    # rounding to nearest even: within half a bf16 step (2^-8 relative) of
-    # Keras's float32 LayerNorm of the same bf16 values.
-    rng = np.random.default_rng(2)
-    x = tf.cast(rng.normal(3.0, 2.0, (2, 197, 768)).astype("float32"), tf.bfloat16)
-    gamma = rng.normal(1.0, 0.1, 768).astype("float32")
-    beta = rng.normal(0.0, 0.1, 768).astype("float32")
-    got = ops.keras_vit_layer_norm(x, gamma, beta, epsilon=1e-6)
+def bfloat16_values(rng, shape):
+    """float32 normal values exactly representable in bfloat16 (offset mean, as in the stream)."""
+    return tf.cast(tf.cast(rng.normal(3.0, 2.0, shape).astype("float32"), tf.bfloat16), tf.float32)
+
+
+def assert_rounded_once_to_bfloat16(got, exact):
+    """``got`` (bf16) is float32 ``exact`` rounded once to nearest even: within half a bf16 step
+    (2^-8 relative), and TensorFlow's own rounding but where summation orders differ at a
+    rounding boundary."""
     assert got.dtype == tf.bfloat16
     got = tf.cast(got, tf.float32).numpy()
-    exact = np.asarray(
-        keras.ops.layer_normalization(tf.cast(x, tf.float32), gamma, beta, epsilon=1e-6)
-    )
     assert np.all(np.abs(got - exact) <= 2.0**-8 * np.abs(exact) + 1e-6)
     assert np.mean(got != exact) > 0.5  # really rounded to bf16
-    # TensorFlow's own rounding of the float32 result, but where float32
-    # summation orders differ at a rounding boundary
     rounded = tf.cast(tf.cast(exact, tf.bfloat16), tf.float32).numpy()
     assert np.mean(got == rounded) > 0.999
+
+
+@pytest.mark.parametrize("input_dtype", [tf.bfloat16, tf.float32])
+def test_bfloat16_layer_norm_is_rounded_once_from_float32(ops, input_dtype):
+    # Statistics, scale and offset in float32 from a bf16 input or a float32
+    # stream, then one rounding to a bf16 output.
+    rng = np.random.default_rng(2)
+    x = bfloat16_values(rng, (2, 197, 768))
+    gamma = rng.normal(1.0, 0.1, 768).astype("float32")
+    beta = rng.normal(0.0, 0.1, 768).astype("float32")
+    got = ops.keras_vit_layer_norm(
+        tf.cast(x, input_dtype), gamma, beta, epsilon=1e-6, U=tf.bfloat16
+    )
+    exact = np.asarray(keras.ops.layer_normalization(x, gamma, beta, epsilon=1e-6))
+    assert_rounded_once_to_bfloat16(got, exact)
+
+
+@pytest.mark.parametrize(
+    "branch_dtype,output_dtype",
+    [(tf.float32, tf.float32), (tf.bfloat16, tf.bfloat16), (tf.float32, tf.bfloat16)],
+)
+def test_add_layer_norm_returns_the_sum_and_its_layer_norm(ops, branch_dtype, output_dtype):
+    # The float32 stream plus the branch (a bf16 branch under mixed
+    # precision), exactly as float32 adds it, and Keras's LayerNorm of that
+    # sum, in the output's dtype.
+    rng = np.random.default_rng(3)
+    stream = rng.normal(3.0, 2.0, (2, 197, 768)).astype("float32")
+    branch = bfloat16_values(rng, (2, 197, 768))
+    gamma = rng.normal(1.0, 0.1, 768).astype("float32")
+    beta = rng.normal(0.0, 0.1, 768).astype("float32")
+    total, normed = ops.keras_vit_add_layer_norm(
+        stream, tf.cast(branch, branch_dtype), gamma, beta, epsilon=1e-6, U=output_dtype
+    )
+    assert total.dtype == tf.float32
+    np.testing.assert_array_equal(total.numpy(), stream + branch.numpy())
+    exact = np.asarray(
+        keras.ops.layer_normalization(stream + branch.numpy(), gamma, beta, epsilon=1e-6)
+    )
+    if output_dtype == tf.bfloat16:
+        assert_rounded_once_to_bfloat16(normed, exact)
+    else:
+        np.testing.assert_allclose(normed.numpy(), exact, atol=2e-5)
 
 
 @pytest.mark.parametrize(
@@ -110,9 +147,13 @@ def test_empty_batches_pass_through(ops):
         4,
         4,
     )
-    assert ops.keras_vit_layer_norm(
-        np.zeros((0, 8), "float32"), np.ones(8, "float32"), np.zeros(8, "float32"), epsilon=1e-6
-    ).shape == (0, 8)
+    ones, zeros = np.ones(8, "float32"), np.zeros(8, "float32")
+    empty = np.zeros((0, 8), "float32")
+    assert ops.keras_vit_layer_norm(empty, ones, zeros, epsilon=1e-6, U=tf.float32).shape == (0, 8)
+    total, normed = ops.keras_vit_add_layer_norm(
+        empty, empty, ones, zeros, epsilon=1e-6, U=tf.float32
+    )
+    assert total.shape == normed.shape == (0, 8)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +173,31 @@ def test_empty_batches_pass_through(ops):
                 np.ones(7, "float32"),
                 np.zeros(8, "float32"),
                 epsilon=1e-6,
+                U=tf.float32,
             ),
             "gamma and beta must have 8 values, got 7 and 8",
+        ),
+        (
+            lambda ops: ops.keras_vit_add_layer_norm(
+                np.zeros((2, 8), "float32"),
+                np.zeros((2, 8), "float32"),
+                np.ones(8, "float32"),
+                np.zeros(9, "float32"),
+                epsilon=1e-6,
+                U=tf.float32,
+            ),
+            "KerasVitAddLayerNorm: gamma and beta must have 8 values, got 8 and 9",
+        ),
+        (
+            lambda ops: ops.keras_vit_add_layer_norm(
+                np.zeros((2, 8), "float32"),
+                np.zeros((3, 8), "float32"),
+                np.ones(8, "float32"),
+                np.zeros(8, "float32"),
+                epsilon=1e-6,
+                U=tf.float32,
+            ),
+            "stream and branch must have one shape|Dimensions must be equal",
         ),
     ],
 )
