@@ -514,6 +514,9 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
         if output_tokens is not None:
             output_tokens = integer(output_tokens, "output_tokens", 1, x.shape[1])
         plain = self._branches_are_plain(x, training)
+        # frozen inference with keras-vit's CPU kernels: the attention's
+        # residual add and the LayerNorm after it as one op
+        fused = not training and native_kernels(x.dtype, "add_layer_norm") is not None
         normed, context = self.norm_attention(x), None
         if output_tokens is not None:
             context, normed, x = normed, normed[:, :output_tokens], x[:, :output_tokens]
@@ -522,16 +525,20 @@ class TransformerBlock(ResidualStreamInput, layers.Layer):
             training=training,
             return_attention_scores=return_attention_scores,
             context=context,
-            residual=x if plain else None,
+            residual=x if plain and not fused else None,
         )
         if return_attention_scores:
             y, scores = y
-        if plain:
-            x = y
+        if fused:
+            x, normed = self.norm_mlp.added(x, self._scaled(0, y))
         else:
-            y = self.attention_output_dropout(y, training=training)
-            x = self._add_branch(0, x, y, training)
-        y = self.mlp(self.norm_mlp(x), training=training, residual=x if plain else None)
+            if plain:
+                x = y
+            else:
+                y = self.attention_output_dropout(y, training=training)
+                x = self._add_branch(0, x, y, training)
+            normed = self.norm_mlp(x)
+        y = self.mlp(normed, training=training, residual=x if plain else None)
         x = y if plain else self._add_branch(1, x, y, training)
         if return_attention_scores:
             return x, scores

@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 from keras import initializers, layers, ops
 
-from keras_vit.model.ops import affine, fused_layer_norm
+from keras_vit.model.ops import add_layer_norm, affine, fused_layer_norm
 from keras_vit.model.posemb import (
     POSEMB_INTERPOLATIONS,
     resize_position_embedding,
@@ -70,13 +70,29 @@ class LayerNorm(layers.LayerNormalization):
     """
 
     def call(self, inputs, training=None):
+        if not self._is_fusable(inputs) or keras.backend.backend() != "tensorflow":
+            return super().call(inputs)
+        return fused_layer_norm(
+            inputs, self.gamma, self.beta, self.epsilon, self.compute_dtype, training=training
+        )
+
+    def added(self, stream, branch):
+        """The residual ``stream + branch`` and its LayerNorm, both ``(..., D)``.
+
+        ``branch`` is cast to ``stream``'s dtype; the LayerNorm is returned in
+        the compute dtype (``keras_vit.model.ops.add_layer_norm``: one op with
+        keras-vit's CPU kernels). TensorFlow backend; the layer normalises
+        the last axis with scale and offset, as ``TransformerBlock`` builds it.
+        """
+        return add_layer_norm(
+            stream, branch, self.gamma, self.beta, self.epsilon, self.compute_dtype
+        )
+
+    def _is_fusable(self, inputs):
+        """Whether this is a plain LayerNorm over the last axis, with scale and offset."""
         axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
         last_axis = list(axes) in ([-1], [len(inputs.shape) - 1])
-        plain = self.rms_scaling or not (self.center and self.scale) or not last_axis
-        if plain or keras.backend.backend() != "tensorflow":
-            return super().call(inputs)
-        outputs = fused_layer_norm(inputs, self.gamma, self.beta, self.epsilon, training=training)
-        return ops.cast(outputs, self.compute_dtype)
+        return last_axis and self.center and self.scale and not self.rms_scaling
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -169,7 +169,11 @@ def spelled_batch_size():
 #: bf16 TensorFlow's own attention ops stay: their bf16 products run at twice
 #: the float32 kernel's rate (the kernel's float32 attention took 1.5x their
 #: share of a frozen bf16 ViT-B/16 step at batch 1, the LayerNorm 0.5x).
-KERNEL_DTYPES = {"layer_norm": ("float32", "bfloat16"), "self_attention": ("float32",)}
+KERNEL_DTYPES = {
+    "layer_norm": ("float32", "bfloat16"),  # the input's
+    "add_layer_norm": ("float32",),  # the stream's
+    "self_attention": ("float32",),
+}
 
 
 def native_kernels(dtype, kernel):
@@ -319,11 +323,11 @@ def convolution_affine(x, kernel, bias):
     return tf.reshape(y, (-1, kernel.shape[-1]))
 
 
-def layer_norm(x, gamma, beta, epsilon):
+def layer_norm(x, gamma, beta, epsilon, dtype=None):
     """LayerNorm over the last axis, statistics in (at least) float32: ``(..., D) -> (..., D)``.
 
     ``(x - mean) * rsqrt(var + epsilon) * gamma + beta``, the variance taken
-    of the centred values; returned in ``x``'s dtype. The same numbers as
+    of the centred values; returned in ``dtype`` (``x``'s by default). The same numbers as
     ``keras.ops.layer_normalization``, but on TensorFlow 1.6x faster without
     XLA: that spelling broadcasts ``rsqrt(var) * gamma`` to a full-size
     tensor and makes more passes over it. TFLite's int8 kernels need the
@@ -344,7 +348,8 @@ def layer_norm(x, gamma, beta, epsilon):
     With keras-vit's CPU kernels in the graph (``native_kernels``), a
     float32 or bfloat16 LayerNorm is one ``KerasVitLayerNorm`` op instead:
     the same statistics, scale and offset in float32 and one rounding of a
-    bfloat16 output, without ``_MklLayerNorm``'s per-call setup.
+    bfloat16 output (a float32 ``x`` normalised to bfloat16 without a cast),
+    without ``_MklLayerNorm``'s per-call setup.
 
     Inside ``spelled_for("openvino")`` it is spelled
     ``(x - mean) * reciprocal(sqrt(var + epsilon))`` with the statistics over
@@ -357,12 +362,38 @@ def layer_norm(x, gamma, beta, epsilon):
         x: tensor ``(..., D)``.
         gamma, beta: ``(D,)`` scale and offset.
         epsilon: float. Added to the variance.
+        dtype: optional dtype of the result; ``x``'s by default.
     """
-    dtype = x.dtype
-    kernels = native_kernels(dtype, "layer_norm")
+    dtype = keras.backend.standardize_dtype(dtype or x.dtype)
+    kernels = native_kernels(x.dtype, "layer_norm")
     if kernels is not None:
         float32 = [ops.cast(weight, "float32") for weight in (gamma, beta)]
-        return kernels.keras_vit_layer_norm(x, *float32, epsilon=epsilon)
+        return kernels.keras_vit_layer_norm(x, *float32, epsilon=epsilon, U=dtype)
+    return ops.cast(_layer_norm(x, gamma, beta, epsilon), dtype)
+
+
+def add_layer_norm(stream, branch, gamma, beta, epsilon, dtype):
+    """A residual add and the LayerNorm after it: ``(sum, layer_norm(sum))``.
+
+    ``branch`` is cast to ``stream``'s dtype; the sum is returned in that
+    dtype and its LayerNorm in ``dtype``, both ``(..., D)``. With keras-vit's
+    CPU kernels in the graph (a float32 ``stream``), both are one
+    ``KerasVitAddLayerNorm`` op, one pass over each row instead of a cast, an
+    add, the LayerNorm and a cast of its output.
+    """
+    kernels = native_kernels(stream.dtype, "add_layer_norm")
+    if kernels is not None:
+        float32 = [ops.cast(weight, "float32") for weight in (gamma, beta)]
+        return kernels.keras_vit_add_layer_norm(
+            stream, branch, *float32, epsilon=epsilon, U=keras.backend.standardize_dtype(dtype)
+        )
+    total = stream + ops.cast(branch, stream.dtype)
+    return total, layer_norm(total, gamma, beta, epsilon, dtype)
+
+
+def _layer_norm(x, gamma, beta, epsilon):
+    """``layer_norm`` in TensorFlow's or Keras's ops, returned in ``x``'s dtype."""
+    dtype = x.dtype
     if spelling() == "onednn":
         y = _normalized_by_fused_batch_norm(x, epsilon)
         return y * ops.cast(gamma, dtype) + ops.cast(beta, dtype)

@@ -280,13 +280,15 @@ def test_with_onednn_each_residual_add_is_fused_into_its_gemm(fixtures_dir, dtyp
     # block's MLP output GEMM in bf16, and attention output projection in
     # float32, is a 1x1 convolution with its bias (ops.block_affine), its
     # residual add an AddV2. Under mixed_bfloat16 the float32 stream is
-    # added to a cast of the bf16 branch, so those adds stay.
+    # added to a cast of the bf16 branch, so those adds stay. (TensorFlow's
+    # own ops: keras-vit's CPU kernels take the adds that stay AddV2s before
+    # a LayerNorm, see test_with_the_kernels_each_layer_norm_...)
     from keras_vit.model.blocks import TransformerBlock
 
     model = fixture_model(fixtures_dir)
     blocks = sum(isinstance(layer, TransformerBlock) for layer in model._flatten_layers())
     assert blocks >= 2
-    nodes = executed_nodes(freeze(model, dtype=dtype, jit_compile=False))
+    nodes = executed_nodes(freeze(model, dtype=dtype, jit_compile=False, native_kernels=False))
     ops = [node.op for node in nodes]
     fused_adds = [
         node
@@ -429,10 +431,14 @@ def test_frozen_with_the_kernels_matches_the_family_references(
 
 
 def test_with_the_kernels_each_layer_norm_and_self_attention_is_one_op(fixtures_dir):
-    # Every LayerNorm is one KerasVitLayerNorm; every block's self-attention
-    # one KerasVitSelfAttention, fed the QKV GEMM's output without a
-    # transpose, but the last block's: it attends from the class token only
-    # (ViT.head_outputs) and keeps TensorFlow's ops.
+    # Every LayerNorm is one KerasVitLayerNorm, but each block's second: the
+    # attention's residual add (an AddV2 after the output projection's 1x1
+    # convolution in TensorFlow's graph) and that LayerNorm are one
+    # KerasVitAddLayerNorm, leaving the position embedding's add the one
+    # AddV2. Every block's self-attention is one KerasVitSelfAttention, fed
+    # the QKV GEMM's output without a transpose, but the last block's: it
+    # attends from the class token only (ViT.head_outputs) and keeps
+    # TensorFlow's ops.
     from keras_vit.model.blocks import TransformerBlock
     from keras_vit.model.layers import LayerNorm
 
@@ -442,7 +448,8 @@ def test_with_the_kernels_each_layer_norm_and_self_attention_is_one_op(fixtures_
     norms = sum(isinstance(layer, LayerNorm) for layer in layers)
     blocks = sum(isinstance(layer, TransformerBlock) for layer in layers)
     ops = executed_ops(freeze(model, native_kernels=True))
-    assert ops.count("KerasVitLayerNorm") == norms and "_MklLayerNorm" not in ops
+    assert ops.count("KerasVitLayerNorm") == norms - blocks and "_MklLayerNorm" not in ops
+    assert ops.count("KerasVitAddLayerNorm") == blocks and ops.count("AddV2") == 1
     assert ops.count("KerasVitSelfAttention") == blocks - 1
     assert ops.count("Softmax") + ops.count("_MklSoftmax") == 1
     default = executed_ops(freeze(model, native_kernels=False))
@@ -459,20 +466,33 @@ def test_with_the_kernels_each_layer_norm_and_self_attention_is_one_op(fixtures_
 def test_in_bfloat16_the_kernels_run_each_layer_norm_and_follow_the_reference(fixtures_dir, dtype):
     # In bf16 every LayerNorm is one KerasVitLayerNorm, statistics, scale and
     # offset in float32 and one rounding; the attention keeps TensorFlow's
-    # bf16 ops (no KerasVitSelfAttention). The logits stay in the bf16 band
+    # bf16 ops (no KerasVitSelfAttention). Under mixed_bfloat16 the float32
+    # stream is normalised straight to bf16 (no cast after a LayerNorm), and
+    # each block's attention branch is cast, added and normalised by one
+    # KerasVitAddLayerNorm: one cast a block is left (the MLP branch's)
+    # where TensorFlow's graph has four. The logits stay in the bf16 band
     # of timm's float32 reference, and within bf16 roundings of the same
     # graph with TensorFlow's _MklLayerNorm.
+    from keras_vit.model.blocks import TransformerBlock
     from keras_vit.model.layers import LayerNorm
 
     with_kernels()
     _, ref = fixture_case("vit_token")
     model = fixture_model(fixtures_dir)
-    norms = sum(isinstance(layer, LayerNorm) for layer in model._flatten_layers())
+    layers = list(model._flatten_layers())
+    norms = sum(isinstance(layer, LayerNorm) for layer in layers)
+    blocks = sum(isinstance(layer, TransformerBlock) for layer in layers)
     frozen = freeze(model, dtype=dtype, native_kernels=True)
     assert frozen.native_kernels
     ops = executed_ops(frozen)
-    assert ops.count("KerasVitLayerNorm") == norms and "_MklLayerNorm" not in ops
-    assert "KerasVitSelfAttention" not in ops
+    default = executed_ops(freeze(model, dtype=dtype, native_kernels=False))
+    assert "_MklLayerNorm" not in ops and "KerasVitSelfAttention" not in ops
+    if dtype == "mixed_bfloat16":
+        assert ops.count("KerasVitLayerNorm") == norms - blocks
+        assert ops.count("KerasVitAddLayerNorm") == blocks
+        assert ops.count("Cast") == blocks + 2 and default.count("Cast") == 4 * blocks + 2
+    else:  # the bf16 stream: the attention's add is in its output GEMM
+        assert ops.count("KerasVitLayerNorm") == norms and "KerasVitAddLayerNorm" not in ops
     logits = np.asarray(frozen.predict(ref["inputs"]), dtype="float32")
     tfops = freeze(model, dtype=dtype, native_kernels=False)
     own = np.asarray(tfops.predict(ref["inputs"]), dtype="float32")

@@ -138,6 +138,46 @@ def test_onednn_layer_norm_spelling_computes_the_default_spelling(shape, dtype):
         assert np.all(error <= bound), float(np.max(error - bound))
 
 
+@pytest.mark.parametrize("branch_dtype,dtype", [("float32", "float32"), ("bfloat16", "bfloat16")])
+@pytest.mark.parametrize("kernels", [False, True])
+def test_add_layer_norm_is_the_residual_sum_and_its_layer_norm(branch_dtype, dtype, kernels):
+    # A float32 stream plus a branch (bf16 under mixed precision), and the
+    # LayerNorm of that sum in `dtype`, against a float64 formula: by
+    # TensorFlow's ops, and by one KerasVitAddLayerNorm with keras-vit's CPU
+    # kernels in the graph (where a C++ compiler is here).
+    import os
+    import shutil
+
+    from keras_vit.model.ops import add_layer_norm, spelled_for
+
+    local = np.random.default_rng(4)
+    stream = tf.constant(local.normal(1.0, 2.0, (2, 5, 24)).astype("float32"))
+    branch = tf.constant(local.normal(0.0, 1.0, (2, 5, 24)).astype("float32"), dtype=branch_dtype)
+    gamma, beta = (local.normal(size=24).astype("float32") for _ in range(2))
+    library = None
+    if kernels:
+        if shutil.which(os.environ.get("CXX") or "c++") is None:
+            pytest.skip("no C++ compiler on this machine")
+        from keras_vit import kernels as native
+
+        library = native.load()
+    with spelled_for("onednn" if kernels else "default", kernels=library):
+        step = tf.function(lambda s, b: add_layer_norm(s, b, gamma, beta, 1e-6, dtype))
+        graph = step.get_concrete_function(stream, branch).graph.as_graph_def()
+        total, normed = step(stream, branch)
+    assert any(node.op == "KerasVitAddLayerNorm" for node in graph.node) == kernels
+    assert total.dtype == tf.float32 and normed.dtype == dtype
+    values = np.asarray(stream, "float64") + np.asarray(tf.cast(branch, "float64"))
+    np.testing.assert_allclose(np.asarray(total), values, atol=1e-6)
+    normalized = (values - values.mean(-1, keepdims=True)) / np.sqrt(
+        values.var(-1, keepdims=True) + 1e-6
+    )
+    exact = normalized * gamma + beta
+    bound = 1e-5 if dtype == "float32" else BF16_ROUNDOFF * np.abs(exact) + 1e-5
+    error = np.abs(np.asarray(tf.cast(normed, "float64")) - exact)
+    assert np.all(error <= bound), float(np.max(error - bound))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_onednn_softmax_spelling_is_the_float32_softmax_without_its_casts(dtype):
     # oneDNN's softmax kernel computes a bfloat16 input in float32 and rounds
