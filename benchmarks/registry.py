@@ -69,7 +69,7 @@ IMPLS = {
     "keras-vit-frozen": _frozen(),
     "keras-vit-frozen-bf16w": _frozen(("bf16",), policy="bfloat16"),
     # freeze without keras-vit's CPU kernels: TensorFlow's own LayerNorm and attention ops
-    "keras-vit-frozen-tfops": _frozen(("fp32",), quick=False, native_kernels=False),
+    "keras-vit-frozen-tfops": _frozen(quick=False, native_kernels=False),
     "keras-vit-frozen-graph": _frozen(quick=False, jit_compile=False),
     "keras-vit-frozen-xla": _frozen(quick=False, jit_compile=True),
     "keras-vit-frozen+onednn": _frozen(env=ONEDNN_ON, jit_compile=False),
