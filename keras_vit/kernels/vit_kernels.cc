@@ -106,7 +106,7 @@ inline Vector exp_nonpositive(Vector x) {
   p = p * r + 5.0000001201e-1f;
   const Vector y = p * r * r + r + 1.0f;
   const IntVector exponent = (__builtin_convertvector(n, IntVector) + 127) << 23;
-  return y * reinterpret_cast<const Vector&>(exponent);
+  return y * (Vector)exponent;  // the same bits, read as floats
 }
 
 // Softmax numerators exp(x - max x) of a row of `width` floats (a multiple
