@@ -267,6 +267,17 @@ absl::Status check_layer_norm(const char* op, const Tensor& x, const Tensor& gam
   return absl::OkStatus();
 }
 
+// The kernel of a LayerNorm op: its epsilon attribute.
+class NormOp : public OpKernel {
+ public:
+  explicit NormOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+  }
+
+ protected:
+  float epsilon_;
+};
+
 REGISTER_OP("KerasVitLayerNorm")
     .Input("x: T")
     .Input("gamma: float")
@@ -279,11 +290,9 @@ REGISTER_OP("KerasVitLayerNorm")
 
 // x (..., D) of type T -> y (..., D) of type U.
 template <typename T, typename U>
-class LayerNormOp : public OpKernel {
+class LayerNormOp : public NormOp {
  public:
-  explicit LayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
-  }
+  using NormOp::NormOp;
 
   void Compute(OpKernelContext* c) override {
     const Tensor& x = c->input(0);
@@ -303,9 +312,6 @@ class LayerNormOp : public OpKernel {
       for (int64_t r = begin; r < end; ++r) normalize_row(xp + r * d, gp, bp, d, epsilon, yp + r * d);
     });
   }
-
- private:
-  float epsilon_;
 };
 
 REGISTER_OP("KerasVitAddLayerNorm")
@@ -330,11 +336,9 @@ REGISTER_OP("KerasVitAddLayerNorm")
 // (..., D) float32 + branch (..., D) of type B -> sum (float32) and
 // y = LayerNorm(sum) of type U.
 template <typename B, typename U>
-class AddLayerNormOp : public OpKernel {
+class AddLayerNormOp : public NormOp {
  public:
-  explicit AddLayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
-  }
+  using NormOp::NormOp;
 
   void Compute(OpKernelContext* c) override {
     const Tensor& stream = c->input(0);
@@ -368,9 +372,6 @@ class AddLayerNormOp : public OpKernel {
       }
     });
   }
-
- private:
-  float epsilon_;
 };
 
 REGISTER_OP("KerasVitSelfAttention")

@@ -156,6 +156,13 @@ def test_empty_batches_pass_through(ops):
     assert total.shape == normed.shape == (0, 8)
 
 
+def add_layer_norm_of_zeros(ops, branch_rows=2, offset_values=8):
+    """``KerasVitAddLayerNorm`` of a (2, 8) stream and a (branch_rows, 8) branch."""
+    stream, branch = np.zeros((2, 8), "float32"), np.zeros((branch_rows, 8), "float32")
+    gamma, beta = np.ones(8, "float32"), np.zeros(offset_values, "float32")
+    return ops.keras_vit_add_layer_norm(stream, branch, gamma, beta, epsilon=1e-6, U=tf.float32)
+
+
 @pytest.mark.parametrize(
     "call,message",
     [
@@ -178,25 +185,11 @@ def test_empty_batches_pass_through(ops):
             "gamma and beta must have 8 values, got 7 and 8",
         ),
         (
-            lambda ops: ops.keras_vit_add_layer_norm(
-                np.zeros((2, 8), "float32"),
-                np.zeros((2, 8), "float32"),
-                np.ones(8, "float32"),
-                np.zeros(9, "float32"),
-                epsilon=1e-6,
-                U=tf.float32,
-            ),
+            lambda ops: add_layer_norm_of_zeros(ops, offset_values=9),
             "KerasVitAddLayerNorm: gamma and beta must have 8 values, got 8 and 9",
         ),
         (
-            lambda ops: ops.keras_vit_add_layer_norm(
-                np.zeros((2, 8), "float32"),
-                np.zeros((3, 8), "float32"),
-                np.ones(8, "float32"),
-                np.zeros(8, "float32"),
-                epsilon=1e-6,
-                U=tf.float32,
-            ),
+            lambda ops: add_layer_norm_of_zeros(ops, branch_rows=3),
             "stream and branch must have one shape|Dimensions must be equal",
         ),
     ],
