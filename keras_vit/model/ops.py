@@ -1,7 +1,8 @@
 """Numeric kernels of the ViT layers and the XLA-fusion policy of training.
 
 Kernels (``keras.ops`` only): ``gelu`` (exact GELU spelled with ``erf``,
-or the tanh approximation), ``softmax_float32`` and ``layer_norm``; and
+or the tanh approximation), ``softmax_float32``, ``layer_norm`` and
+``add_layer_norm`` (a residual add and the LayerNorm after it); and
 ``affine`` (``x @ kernel + bias``) with ``bias_add`` / ``rows_like``, the
 forms of a GEMM's bias and of its input rows under which TensorFlow's
 remapper fuses the bias, and a residual add, into the GEMM; and
