@@ -2,10 +2,10 @@
 //
 // KerasVitLayerNorm: LayerNorm over the last axis, one pass per row kept in
 //   L1: x (..., D) float32 or bfloat16, gamma (D,), beta (D,) float32 ->
-//   (..., D) in x's type. Statistics, scale and offset in float32, the
+//   (..., D) of type U. Statistics, scale and offset in float32, the
 //   variance of the centred values (as keras.ops.layer_normalization); a
-//   bfloat16 output is rounded once, to nearest even. The output's type U
-//   may differ from x's T (a float32 stream normalised for a bf16 GEMM).
+//   bfloat16 output is rounded once, to nearest even. U may differ from x's
+//   type (a float32 stream normalised for a bf16 GEMM).
 // KerasVitAddLayerNorm: a residual add and the LayerNorm after it, in one
 //   pass per row: stream (..., D) float32 + branch (..., D) float32 or
 //   bfloat16 -> the sum (float32) and its LayerNorm (type U).
@@ -19,8 +19,8 @@
 //   through both products and the softmax while their (kRows, T) weights
 //   stay in L1 (attend_head).
 //
-// Both split their rows (images x heads) into one contiguous chunk per
-// intra-op thread (run_in_chunks), or run inline when the work is small.
+// Each splits its rows (or images x heads) into one contiguous chunk per
+// intra-op thread (run_in_chunks), or runs inline when the work is small.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -131,17 +131,17 @@ inline float softmax_numerators(float* row, int64_t width) {
 }
 
 // c[r][j] = sum_k a[r][k] b[k][j] for a tile of kRows rows of a (row r at
-// a_rows[r], a_step apart along k) and all columns of b (depth rows,
-// row-major, ldb apart, columns a multiple of kTileColumns): c (kRows, ldc).
-inline void product_tile(const float* const* a_rows, int64_t a_step, const float* b,
-                         int64_t depth, int64_t columns, int64_t ldb, float* c, int64_t ldc) {
+// a_rows[r]) and all columns of b (depth rows, row-major, ldb apart,
+// columns a multiple of kTileColumns): c (kRows, ldc).
+inline void product_tile(const float* const* a_rows, const float* b, int64_t depth,
+                         int64_t columns, int64_t ldb, float* c, int64_t ldc) {
   for (int64_t j0 = 0; j0 < columns; j0 += kTileColumns) {
     Vector acc[kRows][kTileVectors] = {};
     for (int64_t k = 0; k < depth; ++k) {
       Vector bk[kTileVectors];
       for (int v = 0; v < kTileVectors; ++v) bk[v] = load(b + k * ldb + j0 + v * kLanes);
       for (int r = 0; r < kRows; ++r) {
-        const float ar = a_rows[r][k * a_step];
+        const float ar = a_rows[r][k];
         for (int v = 0; v < kTileVectors; ++v) acc[r][v] += ar * bk[v];
       }
     }
@@ -185,14 +185,14 @@ void attend_head(const float* q, const float* k, const float* v, int64_t stride,
       query_rows[r] = q + (i0 + std::min(r, rows - 1)) * stride;  // the last row again
       weight_rows[r] = weights + r * kw;
     }
-    product_tile(query_rows, 1, keys, head_dim, kw, kw, weights, kw);
+    product_tile(query_rows, keys, head_dim, kw, kw, weights, kw);
     float inverse[kRows];
     for (int r = 0; r < rows; ++r) {  // padding columns left out of the softmax
       float* row = weights + r * kw;
       std::fill(row + tokens, row + kw, -INFINITY);
       inverse[r] = softmax_numerators(row, kw);
     }
-    product_tile(weight_rows, 1, values, tokens, vw, vw, attended, vw);
+    product_tile(weight_rows, values, tokens, vw, vw, attended, vw);
     for (int r = 0; r < rows; ++r) {
       float* o = out + (i0 + r) * out_stride;
       const float* a = attended + r * vw;
@@ -233,8 +233,6 @@ void run_in_chunks(OpKernelContext* c, int64_t total, int64_t cost, const Fn& fn
   done.Wait();
 }
 
-}  // namespace
-
 // LayerNorm of one row x (d,) into y (d,): statistics, scale and offset in
 // float32, y rounded once to its type.
 template <typename In, typename Out>
@@ -266,6 +264,8 @@ absl::Status check_layer_norm(const char* op, const Tensor& x, const Tensor& gam
                                                    " and ", beta.NumElements()));
   return absl::OkStatus();
 }
+
+}  // namespace
 
 // The kernel of a LayerNorm op: its epsilon attribute.
 class NormOp : public OpKernel {
@@ -356,10 +356,10 @@ class AddLayerNormOp : public NormOp {
     OP_REQUIRES_OK(c, c->allocate_output(1, stream.shape(), &y));
     const int64_t d = stream.dim_size(stream.dims() - 1);
     if (d == 0 || stream.NumElements() == 0) return;
-    const float* sp = stream.flat<float>().data();
-    const B* bp = branch.flat<B>().data();
+    const float* streams = stream.flat<float>().data();
+    const B* branches = branch.flat<B>().data();
     const float* gp = gamma.flat<float>().data();
-    const float* op = beta.flat<float>().data();
+    const float* bp = beta.flat<float>().data();
     float* total = sum->flat<float>().data();
     U* yp = y->flat<U>().data();
     const float epsilon = epsilon_;
@@ -367,8 +367,8 @@ class AddLayerNormOp : public NormOp {
       for (int64_t r = begin; r < end; ++r) {
         float* row = total + r * d;
 #pragma omp simd
-        for (int64_t i = 0; i < d; ++i) row[i] = sp[r * d + i] + to_float(bp[r * d + i]);
-        normalize_row(row, gp, op, d, epsilon, yp + r * d);
+        for (int64_t i = 0; i < d; ++i) row[i] = streams[r * d + i] + to_float(branches[r * d + i]);
+        normalize_row(row, gp, bp, d, epsilon, yp + r * d);
       }
     });
   }

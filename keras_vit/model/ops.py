@@ -36,9 +36,10 @@ float32), and some block GEMMs are 1x1 convolutions (``block_affine``); a
 graph tuned for one image (``spelled_for("onednn", batch_size=1)``) runs
 the bf16 QKV product as one bare MatMul with its bias inside. With
 keras-vit's CPU kernels given to it (``spelled_for("onednn", kernels=...)``,
-``native_kernels``), each float32 or bfloat16 LayerNorm and each float32
-self-attention is one op of ``keras_vit.kernels``. Every other graph (exports included) keeps the
-default.
+``native_kernels``), each LayerNorm (float32 or bfloat16), each block's
+attention residual add with the LayerNorm after it (a float32 stream), and
+each float32 self-attention is one op of ``keras_vit.kernels``. Every other
+graph (exports included) keeps the default.
 """
 
 from __future__ import annotations
@@ -135,9 +136,9 @@ def spelled_for(target, batch_size=None, kernels=None):
         batch_size: optional int >= 1: the batch size the graph is tuned for
             (``spelled_batch_size``); the graph still takes any batch size.
         kernels: optional, with ``"onednn"`` only: the module of keras-vit's
-            CPU kernels (``keras_vit.kernels.load()``), which then run each
-            float32 and bfloat16 LayerNorm and float32 self-attention
-            (``native_kernels``).
+            CPU kernels (``keras_vit.kernels.load()``), which then run
+            the LayerNorms, residual adds and self-attentions of
+            ``KERNEL_DTYPES`` (``native_kernels``).
     """
     if target not in SPELLINGS:
         raise ValueError(f"target must be one of {SPELLINGS}, got {target!r}.")
