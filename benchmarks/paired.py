@@ -200,9 +200,13 @@ def main(argv=None):
         steps = {}
         for impl in args.impls:
             print(f"[build] {impl} {args.task} {args.precision}", flush=True)
-            steps[impl] = IMPLS[impl].builder(args.task, args.precision, workdir)
-            for _ in range(args.warmup):
-                steps[impl]()
+            try:
+                steps[impl] = IMPLS[impl].builder(args.task, args.precision, workdir)
+                for _ in range(args.warmup):
+                    steps[impl]()
+            except Exception as err:  # a third-party stack that cannot run here
+                reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+                raise SystemExit(f"{impl} cannot run here: {reason}") from None
         times = run_rounds(steps, args.rounds, args.steps, args.pause)
     summary = summarize(times)
     print()

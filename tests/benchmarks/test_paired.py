@@ -122,3 +122,14 @@ def test_fewer_than_two_rounds_are_refused(capsys):
     with pytest.raises(SystemExit):
         paired.main(["--impls", "keras-vit-frozen", "openvino", "--rounds", "1"])
     assert "--rounds must be at least 2, got 1" in capsys.readouterr().err
+
+
+def test_an_impl_that_cannot_be_built_stops_the_run_with_its_reason(monkeypatch):
+    def builder(task, precision, workdir):
+        raise ImportError("No module named 'openvino'")
+
+    monkeypatch.setitem(IMPLS, "fake-ours", Impl(builder, ("infer_b1",), ("fp32",), True))
+    monkeypatch.setitem(IMPLS, "fake-peer", Impl(builder, ("infer_b1",), ("fp32",), False))
+    monkeypatch.setattr(paired, "prepare_exports", lambda jobs, workdir: None)
+    with pytest.raises(SystemExit, match="fake-ours cannot run here: ImportError: No module"):
+        paired.main(["--impls", "fake-ours", "fake-peer", "--rounds", "2"])
