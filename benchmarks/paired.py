@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 from benchmarks.registry import IMPLS  # noqa: E402
 from benchmarks.run import machine, prepare_exports  # noqa: E402
 from benchmarks.specs import TASKS  # noqa: E402
+from benchmarks.worker import failure_reason, time_steps  # noqa: E402
 from keras_vit.atomic import write_json_atomic  # noqa: E402
 
 
@@ -165,12 +166,7 @@ def run_rounds(steps, rounds, per_round, pause):
     for number in range(rounds):
         for impl in order if number % 2 == 0 else order[::-1]:
             time.sleep(pause)
-            run = []
-            for _ in range(per_round):
-                begin = time.perf_counter()
-                steps[impl]()
-                run.append(time.perf_counter() - begin)
-            times[impl].append(run)
+            times[impl].append(time_steps(steps[impl], 0, per_round, 0.0))
         best = "  ".join(f"{impl} {min(times[impl][-1]) * 1e3:.1f}" for impl in order)
         print(f"[round {number + 1}/{rounds}] best ms: {best}", flush=True)
     return times
@@ -205,8 +201,7 @@ def main(argv=None):
                 for _ in range(args.warmup):
                     steps[impl]()
             except Exception as err:  # a third-party stack that cannot run here
-                reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
-                raise SystemExit(f"{impl} cannot run here: {reason}") from None
+                raise SystemExit(f"{impl} cannot run here: {failure_reason(err)}") from None
         times = run_rounds(steps, args.rounds, args.steps, args.pause)
     summary = summarize(times)
     print()

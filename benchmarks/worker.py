@@ -35,6 +35,11 @@ def time_steps(step, warmup, min_steps, min_time):
     return times
 
 
+def failure_reason(error):
+    """One line naming why an implementation could not run: ``"Type: message"``, 200 chars."""
+    return f"{type(error).__name__}: {error}".splitlines()[0][:200]
+
+
 def peak_rss_mb():
     """Peak resident memory of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -71,8 +76,7 @@ def run_job(impl, task, precision, workdir, warmup, min_steps, min_time, prepare
         step = IMPLS[impl].builder(task, precision, workdir)
         step()
     except Exception as err:  # any failure of a third-party stack is reported
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
-        row.update(status=f"not runnable: {reason}")
+        row.update(status=f"not runnable: {failure_reason(err)}")
         return row
     if prepare_only:
         row.update(status="prepared")

@@ -120,6 +120,15 @@ def test_a_row_carries_the_precision_that_ran(monkeypatch, computes_in):
     assert ("computes in fp32" in table) == (computes_in == "fp32")
 
 
+def test_a_job_that_cannot_be_built_is_a_row_saying_why(monkeypatch):
+    def build(task, precision, workdir):
+        raise ImportError("No module named 'openvino'\nmore detail")
+
+    monkeypatch.setitem(IMPLS, "fake", Impl(build, ("infer_b1",), ("bf16",), False))
+    row = worker.run_job("fake", "infer_b1", "bf16", ".", 0, 1, 0.0)
+    assert row["status"] == "not runnable: ImportError: No module named 'openvino'"
+
+
 def _row(impl, precision, latency, **extra):
     return dict(
         impl=impl,
